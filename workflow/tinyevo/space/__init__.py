@@ -1,0 +1,18 @@
+"""Search space: genes, fixed-size architecture strings, NetSpec and the cost model.
+
+Torch is imported lazily (``tinyevo.space.torch_model``) so that this package stays cheap.
+"""
+
+from tinyevo.space.cost import Cost, cost_of, layer_table
+from tinyevo.space.spec import (
+    GENES,
+    BlockSpec,
+    Genes,
+    NetSpec,
+    SearchSpace,
+    round_width,
+    space_from_config,
+)
+
+__all__ = ["GENES", "BlockSpec", "Cost", "Genes", "NetSpec", "SearchSpace", "cost_of", "layer_table",
+           "round_width", "space_from_config"]
