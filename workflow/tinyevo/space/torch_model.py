@@ -73,3 +73,33 @@ def init_weights(model: nn.Module) -> None:
 
 def build_torch(spec: NetSpec) -> TinyNet:
     return TinyNet(spec)
+
+
+def save_model(path, model: TinyNet, meta: dict | None = None) -> None:
+    """Weights + NetSpec (+ free-form metadata such as arch string and class list), atomically."""
+    from tinyevo.io import atomic_path
+
+    payload = {"netspec": model.spec.to_dict(), "state_dict": model.state_dict(), "meta": dict(meta or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path, map_location="cpu") -> tuple[TinyNet, NetSpec, dict]:
+    """Inverse of :func:`save_model`; clear errors for a missing file or a NetSpec mismatch."""
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable tinyevo model file: {exc}") from None
+    if not isinstance(payload, dict) or "netspec" not in payload or "state_dict" not in payload:
+        raise ValueError(f"{path}: not a tinyevo model file (needs 'netspec' and 'state_dict')")
+    spec = NetSpec.from_dict(payload["netspec"])
+    model = TinyNet(spec)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not match the stored NetSpec: {str(exc).splitlines()[0]}") from None
+    return model, spec, payload.get("meta", {})

@@ -1,0 +1,96 @@
+"""Shared fixtures: the repo root, configs built from the default + overrides, a tiny config
+that runs the whole pipeline in minutes, and a Snakemake runner in a temporary directory."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+
+from ruamel.yaml import YAML  # noqa: E402
+
+from tinyevo.config import load_config  # noqa: E402
+
+# A configuration small enough for tests: 8 nets, 16x16 digits, few epochs and cycles.
+TINY = {
+    "seed": 1,
+    "compute": {"device": "cpu"},
+    "dataset": {"source": "digits", "resolution": 16, "channels": 1, "max_per_split": 300},
+    "search_space": {
+        "stem_width": 8,
+        "head_width": 64,
+        "population": {
+            "mode": "grid",
+            "structures": [[1, 1, 1, 1, 1, 1, 1], [1, 2, 1, 2, 1, 1, 1]],
+            "expansions": [[1, 2, 2, 2, 2, 2, 2], [1, 3, 3, 3, 3, 3, 3]],
+            "channels": [[8, 8, 16, 16, 24, 24, 32], [8, 16, 16, 24, 24, 32, 32]],
+        },
+    },
+    "constraints": {"max_params": 60000, "max_macs": None},
+    "proxies": {"batch_size": 16},
+    "scoring": {"shards": 2},
+    "evolution": {"cycles": 6, "sample_size": 3, "checkpoint_every": 2},
+    "train": {"epochs": 2, "batch_size": 32},
+    "validation": {"nets": 4, "epochs": 1},
+    "compress": {"max_steps": 2, "finetune_epochs": 0, "representative_samples": 16},
+    "device": {"ram_bytes": 131072, "min_buffer_samples": 4},
+    "scenarios": {"repetitions": 2, "stream_length": 40, "eval_size": 30, "change_point": 20},
+}
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        YAML(typ="safe", pure=True).dump(data, fh)
+    return path
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """make_config(overrides, tiny=True) -> (resolved config dict, path of the yaml file)."""
+
+    def _make(overrides: dict | None = None, tiny: bool = True, name: str = "config.yaml"):
+        data = deep_merge(TINY if tiny else {}, overrides or {})
+        path = write_yaml(tmp_path / name, data)
+        cfg, _ = load_config([path])
+        return cfg, path
+
+    return _make
+
+
+def run_snakemake(workdir: Path, configfile: Path, targets=(), extra=(), check=True, timeout=1800):
+    """Run the repo's workflow with ``workdir`` as working directory (results/ lands there)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", "--nolock", *extra, *targets]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture
+def snakemake_run():
+    return run_snakemake

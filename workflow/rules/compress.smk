@@ -1,0 +1,1 @@
+# compress stage rules (see docs/ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+# data stage rules (see docs/ARCHITECTURE.md)

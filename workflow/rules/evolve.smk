@@ -1,0 +1,1 @@
+# evolve stage rules (see docs/ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+# scenarios stage rules (see docs/ARCHITECTURE.md)

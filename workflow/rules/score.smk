@@ -1,0 +1,1 @@
+# score stage rules (see docs/ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+# space stage rules (see docs/ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+# train stage rules (see docs/ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+# tybox stage rules (see docs/ARCHITECTURE.md)
