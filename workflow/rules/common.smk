@@ -11,24 +11,3 @@ def env(name):
 
 def log_of(stage, name="main"):
     return f"{RESULTS}/logs/{stage}/{name}.log"
-
-
-localrules:
-    resolved_config,
-
-
-rule resolved_config:
-    """The resolved configuration (defaults filled, comments kept)."""
-    output:
-        f"{RESULTS}/config.resolved.yaml",
-    params:
-        text=dump_yaml(_RESOLVED_DOC),
-    log:
-        log_of("config"),
-    conda:
-        env("core")
-    script:
-        "../scripts/resolved_config.py"
-
-
-ALL_TARGETS.append(f"{RESULTS}/config.resolved.yaml")

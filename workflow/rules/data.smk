@@ -1,1 +1,33 @@
-# data stage rules (see docs/ARCHITECTURE.md)
+# data stage: normalise the configured dataset (config `dataset:`) into uint8 NHWC splits,
+# a manifest and the train statistics under results/data/{DATASET}/ (docs/ARCHITECTURE.md).
+
+from tinyevo.data import output_names as _data_output_names
+
+DATA_DIR = f"{RESULTS}/data/{DATASET}"
+# train/val/test _x.npy + _y.npy, manifest.parquet, stats.parquet
+DATA_OUTPUTS = [f"{DATA_DIR}/{name}" for name in _data_output_names()]
+# Peak memory (MB) by source: VWW parses the COCO instances JSON (~1 GB per 2014 file once
+# loaded); the array sources keep their raw uint8 arrays; resized images go to disk.
+_DATA_MEM_MB = {"vww": 12000, "cifar10": 3000, "fashion_mnist": 2000}
+
+
+rule data:
+    """Decode, split (seeded, stratified) and resize the dataset; images stream to disk."""
+    output:
+        DATA_OUTPUTS,
+    params:
+        dataset=config["dataset"],
+        out_dir=DATA_DIR,
+    log:
+        log_of("data", DATASET),
+    threads: 8  # decoding threads; Snakemake lowers this to --cores when fewer
+    resources:
+        mem_mb=_DATA_MEM_MB.get(config["dataset"]["source"], 1500),
+        runtime=240 if config["dataset"]["source"] in ("vww", "imagefolder") else 30,
+    conda:
+        env("torch")
+    script:
+        "../scripts/data.py"
+
+
+ALL_TARGETS.extend(DATA_OUTPUTS)

@@ -1,1 +1,64 @@
-# evolve stage rules (see docs/ARCHITECTURE.md)
+# Stage 5: aging evolution over the search space (tinyevo.search), then the plots.
+# The loop checkpoints under results/evolution/checkpoint/ (not a declared output, so a failed
+# or killed job keeps it); a re-run with the same params resumes from it.
+
+EVO_DIR = f"{RESULTS}/evolution"
+EVO_PLOTS = [f"{EVO_DIR}/plots/{name}.png" for name in ("best_avg", "avg_vs_macs", "feasible_share")]
+
+
+rule evolve:
+    """Aging evolution from the ranked initial nets: history, final population, winners table."""
+    input:
+        initial=f"{RESULTS}/rank/initial.parquet",
+        norm=f"{RESULTS}/rank/normalisation.parquet",
+        train_x=f"{RESULTS}/data/{DATASET}/train_x.npy",
+        train_y=f"{RESULTS}/data/{DATASET}/train_y.npy",
+        stats=f"{RESULTS}/data/{DATASET}/stats.parquet",
+    output:
+        history=f"{EVO_DIR}/history.parquet",
+        population=f"{EVO_DIR}/population.parquet",
+        selected=f"{EVO_DIR}/selected.parquet",
+    params:
+        evolution=config["evolution"],
+        constraints=config["constraints"],
+        search_space=config["search_space"],
+        proxies={k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
+        device=config["compute"]["device"],
+        cache_dir=f"{RESULTS}/cache/scores",
+        checkpoint_dir=f"{EVO_DIR}/checkpoint",
+    log:
+        log_of("evolution"),
+    conda:
+        env("torch")
+    threads: config["evolution"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    script:
+        "../scripts/evolve.py"
+
+
+rule evolve_plots:
+    """Best AVG per cycle (C/NC), AVG vs MACs with the Pareto front, feasible share over time."""
+    input:
+        history=f"{EVO_DIR}/history.parquet",
+    output:
+        best=EVO_PLOTS[0],
+        scatter=EVO_PLOTS[1],
+        feasible=EVO_PLOTS[2],
+    params:
+        constraints=config["constraints"],
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
+    log:
+        log_of("evolution", "plots"),
+    conda:
+        env("core")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/evolve_plots.py"
+
+
+ALL_TARGETS.extend([f"{EVO_DIR}/selected.parquet", *EVO_PLOTS])

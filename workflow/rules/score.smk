@@ -1,1 +1,87 @@
-# score stage rules (see docs/ARCHITECTURE.md)
+# Stages 3-4: zero-cost proxies for every candidate, scattered over `scoring.shards` jobs that
+# share the score cache, gathered into one table, then z-scored and ranked by AVG.
+# The shard tables are temp(): the cache keeps every score, so deleting the gathered table
+# re-runs the shards and they read everything back from the cache.
+
+SCORE_SHARDS = int(config["scoring"]["shards"])
+SCORE_CACHE = f"{RESULTS}/cache/scores"
+RANK_OUTPUTS = {
+    "ranked": f"{RESULTS}/rank/initial.parquet",
+    "norm": f"{RESULTS}/rank/normalisation.parquet",
+    "spread": f"{RESULTS}/rank/spread.parquet",
+}
+
+
+rule score_shard:
+    """Proxies of every scoring.shards-th candidate, through the score cache."""
+    input:
+        candidates=f"{RESULTS}/space/candidates.parquet",
+        train_x=f"{RESULTS}/data/{DATASET}/train_x.npy",
+        train_y=f"{RESULTS}/data/{DATASET}/train_y.npy",
+        stats=f"{RESULTS}/data/{DATASET}/stats.parquet",
+    output:
+        temp(f"{RESULTS}/scores/shards/{{i}}.parquet"),
+    wildcard_constraints:
+        i=r"\d+",
+    params:
+        proxies={k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
+        search_space=config["search_space"],
+        device=config["compute"]["device"],
+        shards=SCORE_SHARDS,
+        cache_dir=SCORE_CACHE,
+    log:
+        log_of("score", "shard_{i}"),
+    conda:
+        env("torch")
+    threads: config["scoring"]["threads"]
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    script:
+        "../scripts/score_shard.py"
+
+
+rule score_gather:
+    """The shard tables in candidate order; compacts the score cache."""
+    input:
+        candidates=f"{RESULTS}/space/candidates.parquet",
+        shards=expand(f"{RESULTS}/scores/shards/{{i}}.parquet", i=range(SCORE_SHARDS)),
+    output:
+        f"{RESULTS}/scores/initial.parquet",
+    params:
+        cache_dir=SCORE_CACHE,
+    log:
+        log_of("score", "gather"),
+    conda:
+        env("core")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/score_gather.py"
+
+
+rule rank_initial:
+    """Per-proxy z-scores (ddof=1) over the initial nets, AVG, rank; normalisation and spread."""
+    input:
+        candidates=f"{RESULTS}/space/candidates.parquet",
+        scores=f"{RESULTS}/scores/initial.parquet",
+    output:
+        **RANK_OUTPUTS,
+    params:
+        names=config["proxies"]["names"],
+        weights=config["proxies"]["weights"],
+    log:
+        log_of("rank"),
+    conda:
+        env("core")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/rank.py"
+
+
+ALL_TARGETS.extend(RANK_OUTPUTS.values())

@@ -238,8 +238,9 @@ def load_config(
     (user comments kept, defaults filled) for ``write_resolved``.
     """
     docs = [(str(p), read_yaml(p)) for p in paths]
-    merged = CommentedMap()
-    for _, d in docs:
+    # The first file is the base document, so its comments (head comment included) survive.
+    merged = copy.deepcopy(docs[0][1]) if docs else CommentedMap()
+    for _, d in docs[1:]:
         _merge(merged, copy.deepcopy(d))
     if overrides:
         _merge(merged, overrides)

@@ -3,6 +3,7 @@
 Torch is imported lazily (``tinyevo.space.torch_model``) so that this package stays cheap.
 """
 
+from tinyevo.space.constraints import active_limits, add_flags, check_row, violations
 from tinyevo.space.cost import Cost, cost_of, layer_table
 from tinyevo.space.spec import (
     GENES,
@@ -14,5 +15,6 @@ from tinyevo.space.spec import (
     space_from_config,
 )
 
-__all__ = ["GENES", "BlockSpec", "Cost", "Genes", "NetSpec", "SearchSpace", "cost_of", "layer_table",
+__all__ = ["GENES", "BlockSpec", "Cost", "Genes", "NetSpec", "SearchSpace", "active_limits", "add_flags",
+           "check_row", "cost_of", "layer_table", "violations",
            "round_width", "space_from_config"]

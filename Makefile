@@ -1,0 +1,46 @@
+# tinyevo: `make run` runs the whole pipeline on config/config.yaml, `make test` runs the tests.
+# Both create .venv when missing and install the package into it; when already set up they only
+# check a stamp file (re-installed when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tinyevo-installed
+CORES  ?= all
+CONFIG ?= config/config.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast report lint bench clean-results
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest -n auto --durations=15 $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -n auto -m "not slow and not slurm" $(PYTEST_ARGS)
+
+report: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --report results/report.html
+
+lint: setup
+	$(BIN)/snakemake --lint
+
+bench: setup
+	$(BIN)/python bench/space.py
+	$(BIN)/python bench/proxies.py
+	$(BIN)/python bench/evolution.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/tybox.py
+
+clean-results:
+	rm -rf results .snakemake

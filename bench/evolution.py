@@ -1,0 +1,146 @@
+"""Experiment: constraint handling in aging evolution, ``post_hoc`` (the paper) vs ``penalty``
+(CNAS-style), at equal budget (same cycles and children per cycle) over several evolution seeds.
+
+Per run it reports the best feasible AVG in the history, the share of feasible nets in the
+history (all nets, and children only), the wall time per cycle and the share of it spent in
+scoring (the real proxy scorer). The initial population is scored once; every run starts from
+a copy of that score cache, so a run never profits from children scored by an earlier run.
+
+    python bench/evolution.py                      # default config: 512 nets, 500 cycles, 3 seeds
+    python bench/evolution.py --population-size 64 --cycles 40 --batch-size 16   # reduced
+
+Reductions (``--population-size`` draws a random initial population of that size from the
+default alphabets, ``--batch-size`` shrinks the proxy batch, ``--resolution`` the input) are
+printed with the results. Writes ``<workdir>/runs.csv`` and ``<workdir>/summary.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tinyevo.config import load_config  # noqa: E402
+from tinyevo.io import write_parquet  # noqa: E402
+from tinyevo.runtime import set_threads, setup_logging  # noqa: E402
+from tinyevo.search import EvolutionParams, evolve  # noqa: E402
+from tinyevo.search.stage import ProxyEvaluator  # noqa: E402
+from tinyevo.space import space_from_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
+    ap.add_argument("--cycles", type=int, default=None, help="default: evolution.cycles of the config")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--population-size", type=int, default=None, help="random initial population of this size")
+    ap.add_argument("--batch-size", type=int, default=None, help="proxy batch size (default: the config's)")
+    ap.add_argument("--resolution", type=int, default=None, help="input resolution (default: the config's)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default=None, help="default: compute.device of the config")
+    ap.add_argument("--workdir", default=str(REPO / "results" / "bench" / "evolution"))
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> pd.DataFrame:
+    a = parse_args(argv)
+    log = setup_logging()
+    over: dict = {}
+    if a.population_size:
+        over.setdefault("search_space", {})["population"] = {"mode": "random", "size": a.population_size}
+    if a.batch_size:
+        over["proxies"] = {"batch_size": a.batch_size}
+    if a.resolution:
+        over["dataset"] = {"resolution": a.resolution}
+    cfg, _ = load_config([a.config], overrides=over)
+    cycles = cfg["evolution"]["cycles"] if a.cycles is None else a.cycles
+    device = a.device or cfg["compute"]["device"]
+    work = Path(a.workdir)
+    set_threads(a.threads)
+
+    from tinyevo.data import prepare
+    from tinyevo.proxies import ProxyScorer, make_batch, ranking
+
+    data_dir = work / "data" / cfg["dataset"]["name"] / str(cfg["dataset"]["resolution"])
+    if not (data_dir / "stats.parquet").is_file():
+        prepare(cfg["dataset"], data_dir, threads=a.threads)
+    space = space_from_config(cfg)
+    names, pcfg = cfg["proxies"]["names"], cfg["proxies"]
+    init_cache = work / "cache" / f"initial-{space.population_mode}{len(space.initial_population())}-b{pcfg['batch_size']}"
+    x, y = make_batch(data_dir, pcfg["batch_size"], pcfg["seed"])
+    scorer = ProxyScorer(space, names, x, y, pcfg["seed"], device=device, cache_dir=init_cache)
+    cand = pd.DataFrame([{"index": i, "arch": s} for i, s, _ in space.iter_arches()])
+    t0 = time.perf_counter()
+    scores = scorer.score(cand["arch"].tolist(), progress=True)
+    t_init = time.perf_counter() - t0
+    scorer.cache.compact()
+    ranked, norm, _ = ranking.rank_population(cand, scores, names, pcfg.get("weights"))
+    log.info("initial population: %d nets scored in %.1f s (%d from the cache)", len(cand), t_init,
+             int(scores["cache_hit"].sum()))
+
+    scorer_args = {"search_space": cfg["search_space"], "names": names, "data_dir": str(data_dir),
+                   "batch_size": int(pcfg["batch_size"]), "seed": int(pcfg["seed"]), "device": device}
+    rows = []
+    for seed in a.seeds:
+        for mode in ("post_hoc", "penalty"):
+            run_dir = work / "runs" / f"{mode}-seed{seed}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.copytree(init_cache, run_dir / "cache")  # cold start: only the initial scores
+            evo = {**cfg["evolution"], "cycles": cycles, "constraints": mode, "seed": seed}
+            p = EvolutionParams.from_config(evo)
+            workers = min(a.threads, p.children_per_cycle)
+            with ProxyEvaluator({**scorer_args, "cache_dir": str(run_dir / "cache")}, norm, workers=workers,
+                                threads=a.threads) as ev:
+                res = evolve(ranked, ev, space, names, cfg["constraints"], p)
+                ev.close()
+            h = res.history
+            write_parquet(h, run_dir / "history.parquet")
+            kids = h[h["cycle"] > 0]
+            feas = h[h["feasible"]]
+            t = res.timings
+            rows.append({
+                "mode": mode, "seed": seed, "cycles": cycles, "nets": len(h),
+                "best_feasible_avg": float(feas["avg"].max()) if len(feas) else np.nan,
+                "best_feasible_avg_initial": float(h.loc[(h["cycle"] == 0) & h["feasible"], "avg"].max()),
+                "feasible_share_history": float(h["feasible"].mean()),
+                "feasible_share_children": float(kids["feasible"].mean()) if len(kids) else np.nan,
+                "duplicates": int(h["cache_hit"].sum()),
+                "s_per_cycle": t["total_s"] / max(t["cycles"], 1),
+                "scoring_share": t["scoring_s"] / max(t["total_s"], 1e-12),
+            })
+            log.info("%s", rows[-1])
+    runs = pd.DataFrame(rows)
+    summary = runs.groupby("mode")[["best_feasible_avg", "feasible_share_history", "feasible_share_children",
+                                    "s_per_cycle", "scoring_share"]].agg(["mean", "std"])
+    work.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(work / "runs.csv", index=False)
+    summary.to_csv(work / "summary.csv")
+    print(f"\nconfig {a.config}: {len(cand)} initial nets ({space.population_mode}), {cycles} cycles, "
+          f"S={cfg['evolution']['sample_size']}, B={cfg['evolution']['children_per_cycle']}, proxies {names}, "
+          f"batch {pcfg['batch_size']}, {cfg['dataset']['resolution']} px, limits "
+          f"{ {k: v for k, v in cfg['constraints'].items() if v is not None} }, device {device}, threads {a.threads}")
+    print(f"initial scoring: {t_init:.1f} s for {len(cand)} nets\n")
+    print(runs.to_markdown(index=False, floatfmt=".4g") if _has_tabulate() else runs.to_string(index=False))
+    print()
+    print(summary.to_string())
+    return runs
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Config schema: defaults, derived values, clear errors with key path and line, resolved dump."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, write_yaml
+from tinyevo.config import ConfigError, dump_yaml, load_config, load_schema
+
+
+def test_defaults_filled_and_derived(tmp_path):
+    cfg, _ = load_config([write_yaml(tmp_path / "c.yaml", {"seed": 7})])
+    assert cfg["train"]["lr"] == 0.1 and cfg["train"]["epochs"] == 20
+    assert cfg["dataset"]["name"] == "digits"
+    assert cfg["search_space"]["resolution"] == cfg["dataset"]["resolution"] == 32
+    assert cfg["search_space"]["num_classes"] == 10
+    assert cfg["train"]["seed"] == cfg["proxies"]["seed"] == 7
+    assert len(cfg["search_space"]["population"]["structures"]) == 8
+
+
+def test_default_config_file_is_valid():
+    cfg, _ = load_config([REPO / "config" / "config.yaml"])
+    assert cfg["dataset"]["source"] == "digits"
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "vww", "imagefolder"])
+def test_example_configs_parse(name):
+    path = REPO / "config" / f"{name}.yaml"
+    if not path.exists():
+        pytest.skip(f"{path.name} not present")
+    try:
+        load_config([path])
+    except ConfigError as exc:  # an imagefolder/vww example points at data that is not here
+        assert "dataset.path" in str(exc) or "not found" in str(exc)
+
+
+def test_unknown_key_names_path_and_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("seed: 1\ntrain:\n  epochs: 3\n  epochz: 4\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config([p])
+    msg = str(exc.value)
+    assert "train.epochz" in msg and "line 4" in msg and "unknown key" in msg
+
+
+@pytest.mark.parametrize(
+    "text, key, line, what",
+    [
+        ("train:\n  lr: fast\n", "train.lr", 2, "wrong type"),
+        ("train:\n  lr: -0.1\n", "train.lr", 2, "out of range"),
+        ("dataset:\n  resolution: 0\n", "dataset.resolution", 2, "out of range"),
+        ("proxies:\n  names: [snip, nope]\n", "proxies.names[1]", 2, "is not one of"),
+        ("scoring:\n  shards: 0\n", "scoring.shards", 2, "out of range"),
+    ],
+)
+def test_bad_values(tmp_path, text, key, line, what):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config([p])
+    msg = str(exc.value)
+    assert key in msg and f"line {line}" in msg and what in msg, msg
+
+
+def test_cross_key_checks(tmp_path):
+    with pytest.raises(ConfigError, match="change_point"):
+        load_config([write_yaml(tmp_path / "a.yaml", {"scenarios": {"stream_length": 10, "change_point": 10}})])
+    with pytest.raises(ConfigError, match=r"structures\[0\]"):
+        load_config([write_yaml(tmp_path / "b.yaml", {"search_space": {"population": {"structures": [[1, 2]]}}})])
+    with pytest.raises(ConfigError, match="val_fraction"):
+        load_config([write_yaml(tmp_path / "c.yaml", {"dataset": {"val_fraction": 0.5, "test_fraction": 0.5}})])
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([tmp_path / "nope.yaml"])
+    p = tmp_path / "broken.yaml"
+    p.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config([p])
+
+
+def test_resolved_dump_keeps_comments(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("# my experiment\nseed: 3  # lucky\n")
+    _, doc = load_config([p])
+    text = dump_yaml(doc)
+    assert "# my experiment" in text and "# lucky" in text and "weight_decay" in text
+
+
+def test_every_schema_key_documented():
+    """config/README.md names every key of the schema (a newcomer's reference)."""
+    doc = (REPO / "config" / "README.md").read_text()
+    schema = load_schema()
+    missing = []
+
+    def walk(node, prefix):
+        for k, sub in node.get("properties", {}).items():
+            key = f"{prefix}.{k}" if prefix else k
+            if sub.get("type") == "object" and "properties" in sub:
+                walk(sub, key)
+            elif f"`{key}`" not in doc:
+                missing.append(key)
+
+    walk(schema, "")
+    assert not missing, f"undocumented config keys: {missing}"
+
+
+def test_snakemake_rejects_bad_config_fast(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("seed: 0\nevolution:\n  cyclez: 3\n")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(p), "-n"], capture_output=True, text=True)
+    elapsed = time.time() - t0
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "evolution.cyclez" in out and "line 3" in out
+    assert elapsed < 15  # the issue asks < 5 s on an idle machine; tests share the CPU
+
+
+def test_snakemake_lint_passes():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Congratulations" in out, out
+
+
+@pytest.mark.parametrize("name", ["config", "fashion_mnist", "cifar10", "vww"])
+def test_dry_run_builds_dag(name, tmp_path):
+    path = REPO / "config" / f"{name}.yaml"
+    if not path.exists():
+        pytest.skip(f"{path.name} not present")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(path)], cwd=REPO,
+                          capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Job stats" in out or "Nothing to be done" in out, out

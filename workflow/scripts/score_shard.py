@@ -1,0 +1,19 @@
+"""Rule score_shard: adapt snakemake input/params to tinyevo.proxies.stage.score_shard."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(snakemake.scriptdir))  # noqa: F821
+
+from tinyevo.proxies.stage import score_shard  # noqa: E402
+from tinyevo.runtime import setup_logging  # noqa: E402
+
+sm = snakemake  # noqa: F821
+log = setup_logging(sm.log[0])
+try:
+    score_shard(sm.input.candidates, os.path.dirname(sm.input.train_x), sm.output[0], int(sm.wildcards.i),
+                sm.params.shards, sm.params.proxies, sm.params.search_space, sm.params.device, sm.params.cache_dir,
+                threads=sm.threads)
+except (ValueError, FileNotFoundError) as exc:
+    log.error("%s", exc)
+    sys.exit(1)

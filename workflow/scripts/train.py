@@ -1,0 +1,24 @@
+"""Rule train: train one selected net (or its class-subset branch) -> model.pt + tables."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(snakemake.scriptdir))  # noqa: F821
+
+from tinyevo.runtime import log_header, set_threads, setup_logging  # noqa: E402
+
+log = setup_logging(snakemake.log[0])  # noqa: F821
+sm = snakemake  # noqa: F821
+set_threads(sm.threads)
+log_header(log, "train", {"net": sm.wildcards.net, "classes": sm.params.classes["classes"],
+                          "epochs": sm.params.train["epochs"], "batch_size": sm.params.train["batch_size"],
+                          "device": sm.params.device, "amp": sm.params.amp, "seed": sm.params.seed,
+                          "threads": sm.threads})
+
+from tinyevo.train.stage import checkpoint_path_for, run_training  # noqa: E402
+
+run_training(selected=sm.input.selected, data_dir=sm.params.data_dir, net=sm.wildcards.net,
+             search_space=sm.params.search_space, settings=sm.params.train, subset=sm.params.classes,
+             device=sm.params.device, amp=sm.params.amp, out_model=sm.output.model,
+             out_history=sm.output.history, out_metrics=sm.output.metrics, out_confusion=sm.output.confusion,
+             checkpoint=checkpoint_path_for(sm.output.model), logger=log)

@@ -1,0 +1,15 @@
+"""Compression stage (seed 004): structured L1 pruning of the trained torch net, torch -> Keras
+export, full-integer int8 feature extractor (TFLite, run with LiteRT) and the device-budget choice.
+
+Modules: ``prune`` (units, L1 ranking, channel removal, schedule order), ``keras_model`` (Keras
+builder from a NetSpec + weight transfer), ``quantize`` (TFLite int8 conversion, LiteRT runner),
+``budget`` (TyBox memory of a NetSpec via ``tinyevo.tybox.memory``, the budget choice), ``stage``
+(the rule's ``run_compress`` and the plot).
+"""
+
+from tinyevo.compress.budget import BudgetError, choose_step, spec_graph, spec_memory
+from tinyevo.compress.prune import (Unit, filter_l1, keep_largest, next_unit, prune_channels, prune_unit,
+                                    pruned_spec, unit_scores, unit_width, units_of)
+
+__all__ = ["BudgetError", "Unit", "choose_step", "filter_l1", "keep_largest", "next_unit", "prune_channels",
+           "prune_unit", "pruned_spec", "spec_graph", "spec_memory", "unit_scores", "unit_width", "units_of"]

@@ -1,0 +1,125 @@
+"""Full-integer int8 quantisation of the feature extractor and its LiteRT execution.
+
+The feature extractor (Keras sub-model up to and including ``flatten``) is converted with the
+TFLite converter (``Optimize.DEFAULT``, a representative dataset of normalised training images,
+``TFLITE_BUILTINS_INT8`` only, int8 input and output). It runs with the LiteRT interpreter
+(``ai_edge_litert``); its int8 features are dequantised ``(q - zero_point) * scale`` before the
+float32 classifier, as on the device.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def representative_indices(n_available: int, n: int, seed: int) -> np.ndarray:
+    """``n`` distinct training indices drawn with ``seed`` (all of them when fewer exist), sorted."""
+    if n_available < 1:
+        raise ValueError("the training split is empty: no representative dataset for int8 calibration")
+    rng = np.random.default_rng(seed)
+    k = min(int(n), int(n_available))
+    return np.sort(rng.choice(n_available, size=k, replace=False))
+
+
+def convert_int8(fe_model, representative: np.ndarray) -> bytes:
+    """Full-integer int8 ``.tflite`` bytes of a Keras feature extractor. ``representative``:
+    float32 NHWC normalised images (the calibration set, fed one image at a time)."""
+    import tensorflow as tf
+
+    rep = np.asarray(representative, dtype=np.float32)
+    if rep.ndim != 4 or len(rep) == 0:
+        raise ValueError(f"representative dataset must be a non-empty NHWC array, got shape {rep.shape}")
+    def gen():
+        for i in range(len(rep)):
+            yield [rep[i:i + 1]]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(fe_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = gen
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return bytes(conv.convert())
+
+
+@dataclass(frozen=True)
+class QParams:
+    scale: float
+    zero_point: int
+
+
+class Int8FE:
+    """A LiteRT interpreter over an int8 feature extractor (bytes or a path)."""
+
+    def __init__(self, model: bytes | str | os.PathLike, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        if isinstance(model, (bytes, bytearray)):
+            self._it = Interpreter(model_content=bytes(model), num_threads=num_threads)
+        else:
+            if not os.path.isfile(model):
+                raise FileNotFoundError(f"int8 feature extractor not found: {model}")
+            self._it = Interpreter(model_path=str(model), num_threads=num_threads)
+        self._it.allocate_tensors()
+        self._batch = 1
+        self.input_detail = self._it.get_input_details()[0]
+        self.output_detail = self._it.get_output_details()[0]
+
+    @staticmethod
+    def _qp(detail) -> QParams:
+        scale, zp = detail["quantization"]
+        return QParams(float(scale), int(zp))
+
+    @property
+    def input_qparams(self) -> QParams:
+        return self._qp(self.input_detail)
+
+    @property
+    def output_qparams(self) -> QParams:
+        return self._qp(self.output_detail)
+
+    @property
+    def input_dtype(self):
+        return self.input_detail["dtype"]
+
+    @property
+    def output_dtype(self):
+        return self.output_detail["dtype"]
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        q = self.input_qparams
+        return np.clip(np.round(np.asarray(x, np.float32) / q.scale) + q.zero_point, -128, 127).astype(np.int8)
+
+    def dequantize_output(self, q: np.ndarray) -> np.ndarray:
+        p = self.output_qparams
+        return ((q.astype(np.float32) - p.zero_point) * p.scale).astype(np.float32)
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch:
+            shape = [n] + list(self.input_detail["shape"][1:])
+            self._it.resize_tensor_input(self.input_detail["index"], shape)
+            self._it.allocate_tensors()
+            self.input_detail = self._it.get_input_details()[0]
+            self.output_detail = self._it.get_output_details()[0]
+            self._batch = n
+
+    def run_int8(self, q: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """int8 NHWC inputs -> int8 features (N, F)."""
+        q = np.asarray(q)
+        if q.dtype != np.int8:
+            raise ValueError(f"int8 feature extractor input must be int8, got {q.dtype}")
+        outs = []
+        for s in range(0, len(q), batch_size):
+            qb = q[s:s + batch_size]
+            self._resize(len(qb))
+            self._it.set_tensor(self.input_detail["index"], np.ascontiguousarray(qb))
+            self._it.invoke()
+            outs.append(self._it.get_tensor(self.output_detail["index"]).reshape(len(qb), -1).copy())
+        return np.concatenate(outs) if outs else np.zeros((0, int(self.output_detail["shape"][-1])), np.int8)
+
+    def features(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Float NHWC normalised images -> dequantised float32 features (N, F)."""
+        return self.dequantize_output(self.run_int8(self.quantize_input(x), batch_size=batch_size))

@@ -1,0 +1,53 @@
+"""Registry of zero-cost proxies: ``PROXIES`` maps a name to ``fn(net, x, y) -> float``.
+
+A proxy function receives a freshly initialised net (train mode, on the device of ``x``), the
+shared data batch ``x`` (float32 NCHW) and its labels ``y`` (int64), and returns one float. It
+must not change the net's weights. New proxies plug in by name::
+
+    @register("my_proxy")
+    def my_proxy(net, x, y):
+        ...
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+
+ProxyFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], float]
+
+PROXIES: Dict[str, ProxyFn] = {}
+
+# Bump a proxy's version when its computation changes: the version is part of the cache key, so
+# old cached scores then miss instead of being served.
+VERSIONS: Dict[str, int] = {}
+
+
+def register(name: str, version: int = 1) -> Callable[[ProxyFn], ProxyFn]:
+    """Decorator adding ``fn`` to :data:`PROXIES` under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("proxy name must be a non-empty string")
+
+    def deco(fn: ProxyFn) -> ProxyFn:
+        if name in PROXIES and PROXIES[name] is not fn:
+            raise ValueError(f"proxy {name!r} is already registered")
+        PROXIES[name] = fn
+        VERSIONS[name] = int(version)
+        fn.proxy_name = name  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+def check_names(names) -> list[str]:
+    """Validate a list of proxy names against the registry (clear error naming the config key)."""
+    names = list(names)
+    if not names:
+        raise ValueError("config key 'proxies.names' is empty: name at least one proxy")
+    unknown = [n for n in names if n not in PROXIES]
+    if unknown:
+        raise ValueError(f"config key 'proxies.names': unknown proxies {unknown}; registered: {sorted(PROXIES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"config key 'proxies.names' has duplicates: {names}")
+    return names

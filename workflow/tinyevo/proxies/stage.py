@@ -1,0 +1,110 @@
+"""Stage functions behind the score and rank rules (one call per rule script)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from tinyevo.io import read_parquet, write_parquet
+
+log = logging.getLogger("tinyevo.proxies")
+
+
+def _candidates(path) -> pd.DataFrame:
+    cand = read_parquet(path, "candidate table")
+    for col in ("index", "arch"):
+        if col not in cand.columns:
+            raise ValueError(f"candidate table {path} has no {col!r} column (columns: {list(cand.columns)})")
+    if len(cand) == 0:
+        raise ValueError(f"candidate table {path} is empty: no nets to score (check the search_space config)")
+    if cand["arch"].duplicated().any():
+        dup = cand.loc[cand["arch"].duplicated(), "arch"].iloc[0]
+        raise ValueError(f"candidate table {path} lists arch {dup!r} more than once")
+    return cand
+
+
+def shard_rows(n: int, shard: int, shards: int) -> slice:
+    """Rows of shard ``shard`` of ``shards``: every ``shards``-th row (balances big/small nets,
+    which the grid orders in blocks)."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is outside 0..{shards - 1} (config key 'scoring.shards' = {shards})")
+    return slice(shard, n, shards)
+
+
+def score_shard(candidates_path, data_dir, out_path, shard: int, shards: int, proxies: Mapping[str, Any],
+                search_space: Mapping[str, Any], device: str, cache_dir, threads: int = 1) -> pd.DataFrame:
+    """Score one shard of the candidate table -> ``out_path`` (index, arch, <proxy>..., cache_hit)."""
+    from tinyevo.proxies.batch import make_batch
+    from tinyevo.proxies.scorer import ProxyScorer
+    from tinyevo.runtime import log_header, set_threads
+    from tinyevo.space import SearchSpace
+
+    set_threads(threads)
+    cand = _candidates(candidates_path)
+    part = cand.iloc[shard_rows(len(cand), int(shard), int(shards))]
+    space = SearchSpace.from_config(search_space)
+    names = list(proxies["names"])
+    x, y = make_batch(data_dir, int(proxies["batch_size"]), int(proxies["seed"]))
+    scorer = ProxyScorer(space, names, x, y, int(proxies["seed"]), device=device, cache_dir=cache_dir)
+    log_header(log, "score", {"shard": f"{int(shard) + 1} of {int(shards)}", "nets": len(part),
+                              "proxies": names, "batch": tuple(x.shape), "seed": proxies["seed"],
+                              "device": scorer.device, "threads": threads, "cache": f"{cache_dir} ({len(scorer.cache)} scores)",
+                              "data batch": scorer.fingerprint[:16]})
+    t0 = time.perf_counter()
+    df = scorer.score(part["arch"].tolist(), progress=True)
+    dt = time.perf_counter() - t0
+    df.insert(0, "index", part["index"].to_numpy())
+    write_parquet(df, out_path)
+    log.info("cache: %d hits, %d misses (nets scored) of %d nets; %.1f s, %.2f nets/s computed",
+             scorer.hits, scorer.misses, len(part), dt, scorer.misses / dt if dt > 0 and scorer.misses else 0.0)
+    return df
+
+
+def gather_scores(shard_paths: Sequence, candidates_path, out_path, cache_dir=None) -> pd.DataFrame:
+    """Concatenate the shard tables in candidate order -> ``out_path``; compacts the cache."""
+    from tinyevo.proxies.cache import ScoreCache
+
+    cand = _candidates(candidates_path)
+    parts = [read_parquet(p, "score shard") for p in shard_paths]
+    df = pd.concat(parts, ignore_index=True)
+    missing = sorted(set(cand["arch"]) - set(df["arch"]))
+    if missing:
+        raise ValueError(f"{len(missing)} candidates have no score in the shards, e.g. {missing[:3]}")
+    df = df.drop_duplicates("arch").set_index("arch").loc[cand["arch"]].reset_index()
+    df = df[["index", "arch", *[c for c in df.columns if c not in ("index", "arch")]]]
+    write_parquet(df, out_path)
+    hits = int(df["cache_hit"].sum())
+    log.info("gathered %d nets from %d shards: %d from the cache, %d scored", len(df), len(parts), hits, len(df) - hits)
+    if cache_dir is not None:
+        cache = ScoreCache(cache_dir)
+        path = cache.compact()
+        log.info("score cache %s: %d scores in %s", cache_dir, len(cache), path.name if path else "no part")
+    return df
+
+
+def rank_stage(candidates_path, scores_path, names: Sequence[str], weights: Mapping[str, float] | None,
+               out_rank, out_norm, out_spread) -> pd.DataFrame:
+    """Candidates + proxies + z_<proxy> + avg + rank, the normalisation and the spread tables."""
+    from tinyevo.proxies.ranking import rank_population
+
+    cand = _candidates(candidates_path)
+    scores = read_parquet(scores_path, "score table")
+    ranked, norm, spread = rank_population(cand, scores, list(names), weights, logger=log)
+    write_parquet(norm, out_norm)
+    write_parquet(spread, out_spread)
+    write_parquet(ranked, out_rank)
+    for r in norm.itertuples(index=False):
+        log.info("normalisation %-10s mean %.6g  std %.6g  weight %g", r.proxy, r.mean, r.std, r.weight)
+    for r in spread.itertuples(index=False):
+        log.info("spread %-10s min %.6g  max %.6g  cv %.3g%s", r.proxy, r.min, r.max, r.cv,
+                 "  (near constant)" if r.constant else "")
+    best = ranked.sort_values("rank").iloc[0]
+    feas = ranked[ranked["feasible"]].sort_values("rank") if "feasible" in ranked.columns else ranked.iloc[:0]
+    log.info("best AVG %.4f: %s (index %s)", best["avg"], best["arch"], best["index"])
+    if len(feas):
+        log.info("best feasible AVG %.4f: %s (index %s); %d of %d nets feasible", feas.iloc[0]["avg"],
+                 feas.iloc[0]["arch"], feas.iloc[0]["index"], len(feas), len(ranked))
+    return ranked

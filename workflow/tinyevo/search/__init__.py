@@ -1,0 +1,16 @@
+"""Aging evolution with constraint-aware selection (seed 000's genetic step, reference §3/§5).
+
+- :mod:`tinyevo.search.mutation`: one random, always net-changing mutation.
+- :mod:`tinyevo.search.aging`: the loop (:func:`evolve`), scoring injected as a callable,
+  resumable through :mod:`tinyevo.search.checkpoint`.
+- :mod:`tinyevo.search.select`: the C/NC before/after winners table.
+- :mod:`tinyevo.search.plots`: progress, AVG-vs-MACs Pareto and feasibility plots.
+- :mod:`tinyevo.search.stage`: the rule-level entry point wiring the real proxy scorer.
+"""
+
+from tinyevo.search.aging import EvolutionParams, EvolutionResult, evolve, prepare_initial, proxy_columns
+from tinyevo.search.mutation import Mutation, mutate, mutable_positions
+from tinyevo.search.select import NoFeasibleNet, select_winners
+
+__all__ = ["EvolutionParams", "EvolutionResult", "Mutation", "NoFeasibleNet", "evolve", "mutable_positions",
+           "mutate", "prepare_initial", "proxy_columns", "select_winners"]

@@ -1,0 +1,262 @@
+"""Aging (regularised) evolution over the search space (seed 000 §genetic step, reference §3).
+
+The population starts as the ranked initial nets in age order. Each cycle:
+
+1. draw a sample of ``sample_size`` members without replacement,
+2. the parent is the sample member with the best *fitness* (``post_hoc``: AVG; ``penalty``:
+   AVG minus ``penalty`` per violated constraint, CNAS-style, reference §5); ties go to the
+   member drawn first,
+3. one mutation (:func:`tinyevo.search.mutation.mutate`),
+4. the child is scored by the injected ``evaluate`` callable (proxies through the score cache,
+   standardised with the *initial* mean/std), appended to the population and the history,
+5. the oldest population member is removed. Children may become parents.
+
+``children_per_cycle`` = B > 1: B independent samples of the population as it stands at the
+start of the cycle give B parents and B children (one mutation each); the B children are scored
+as one batch (``evaluate`` receives all of them, so it can score in parallel), appended in
+draw order, and the B oldest members are removed. The population size never changes, so the
+population is always the last P rows of the history.
+
+All randomness comes from one ``numpy.random.Generator`` seeded by ``evolution.seed``. The loop
+checkpoints (history rows + completed cycle + generator state) every ``checkpoint_every``
+cycles and at the end; a re-run with the same inputs resumes from it and produces exactly the
+history of an uninterrupted run.
+
+``cache_hit`` in the history is True when the child's architecture was already in the history
+(an initial net or an earlier child): its scores are then served from the score cache. It is
+decided from the history, not from the state of the on-disk cache, so the table does not
+depend on what earlier runs left in the cache (byte-identical reruns).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tinyevo.search import checkpoint as ckpt
+from tinyevo.search.mutation import mutate
+from tinyevo.space import SearchSpace, cost_of
+from tinyevo.space.constraints import LIMITS, active_limits, check_row, violations
+
+log = logging.getLogger("tinyevo.search")
+
+Evaluate = Callable[[list], pd.DataFrame]
+MODES = ("post_hoc", "penalty")
+COSTS = ("params", "macs", "peak_sram", "flash")
+
+
+@dataclass(frozen=True)
+class EvolutionParams:
+    cycles: int = 500
+    sample_size: int = 20
+    children_per_cycle: int = 1
+    constraints: str = "post_hoc"
+    penalty: float = 1e10
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, evo: Mapping[str, Any]) -> "EvolutionParams":
+        """From the resolved ``evolution`` config section (extra keys such as threads ignored)."""
+        p = cls(**{k: evo[k] for k in cls.__dataclass_fields__ if k in evo})
+        p.check()
+        return p
+
+    def check(self) -> None:
+        if self.constraints not in MODES:
+            raise ValueError(f"config key 'evolution.constraints' is {self.constraints!r}; use one of {list(MODES)}")
+        for k in ("sample_size", "children_per_cycle", "checkpoint_every"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"config key 'evolution.{k}' must be >= 1, got {getattr(self, k)}")
+        if int(self.cycles) < 0:
+            raise ValueError(f"config key 'evolution.cycles' must be >= 0, got {self.cycles}")
+        if not self.penalty > 0:
+            raise ValueError(f"config key 'evolution.penalty' must be > 0, got {self.penalty}")
+
+
+@dataclass
+class EvolutionResult:
+    history: pd.DataFrame
+    population: pd.DataFrame
+    resumed_from: int = 0  # completed cycle the run resumed from (0 = fresh start)
+    timings: dict = field(default_factory=dict)  # wall seconds: total, scoring; cycles run
+
+
+def proxy_columns(proxies: Sequence[str]) -> list[str]:
+    return [*proxies, *(f"z_{p}" for p in proxies), "avg"]
+
+
+def prepare_initial(df: pd.DataFrame, proxies: Sequence[str], space: SearchSpace,
+                    what: str = "initial population table") -> pd.DataFrame:
+    """Validate the ranked initial nets and put them in age order (``index`` column when present,
+    else file order). Needs ``arch``, ``avg`` and, per proxy, the raw score and ``z_<proxy>``."""
+    if df is None or len(df) == 0:
+        raise ValueError(f"{what} has no rows: evolution needs the ranked initial nets")
+    need = ["arch", *proxy_columns(proxies)]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}; it needs {need} (proxies from 'proxies.names')")
+    if "index" in df.columns:
+        df = df.sort_values("index", kind="stable")
+    df = df.reset_index(drop=True)
+    if df["arch"].duplicated().any():
+        dup = df.loc[df["arch"].duplicated(), "arch"].iloc[0]
+        raise ValueError(f"{what} lists architecture {dup!r} more than once")
+    for a in df["arch"]:
+        space.decode(a)  # raises ValueError naming the position
+    vals = df[proxy_columns(proxies)].astype(float)
+    if vals["avg"].isna().any():  # -inf is allowed: a net with a NaN proxy ranks last
+        bad = df.loc[vals["avg"].isna().to_numpy(), "arch"].iloc[0]
+        raise ValueError(f"{what}: column 'avg' is NaN for {bad!r}")
+    out = df[["arch"]].copy()
+    for c in proxy_columns(proxies):
+        out[c] = vals[c].to_numpy()
+    return out
+
+
+class _Costs:
+    def __init__(self, space: SearchSpace):
+        self.space = space
+        self.memo: dict[str, dict[str, int]] = {}
+
+    def __call__(self, arch: str) -> dict[str, int]:
+        if arch not in self.memo:
+            c = cost_of(self.space.netspec(arch))
+            self.memo[arch] = {k: int(getattr(c, k)) for k in COSTS}
+        return self.memo[arch]
+
+
+def _fitness(avg: float, costs: Mapping[str, int], constraints: Mapping[str, Any], p: EvolutionParams) -> float:
+    if p.constraints == "penalty":
+        return float(avg) - float(p.penalty) * violations(costs, constraints)
+    return float(avg)
+
+
+def _row(*, id_, cycle, slot, parent_id, parent, arch, mut, scores, costs, constraints, p, cache_hit, proxies):
+    r: dict[str, Any] = {"id": id_, "cycle": cycle, "slot": slot, "parent_id": parent_id, "parent": parent,
+                         "arch": arch, "gene": mut.gene if mut else None, "stage": mut.stage if mut else None,
+                         "old": mut.old if mut else None, "new": mut.new if mut else None}
+    for c in proxy_columns(proxies):
+        r[c] = float(scores[c])
+    r.update(costs)
+    flags = check_row(costs, constraints)
+    r.update(flags)
+    r["violations"] = int(violations(costs, constraints))
+    r["fitness"] = _fitness(r["avg"], costs, constraints, p)
+    r["cache_hit"] = bool(cache_hit)
+    return r
+
+
+def rows_to_frame(rows: list[dict], constraints: Mapping[str, Any]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(rows)
+    for c in ("parent_id", "stage", "old", "new"):
+        df[c] = pd.array(df[c].tolist(), dtype="Int64")
+    for c in ("parent", "gene"):
+        df[c] = df[c].astype(object)
+    for c in ("id", "cycle", "slot", "violations", *COSTS):
+        df[c] = df[c].astype("int64")
+    for k in active_limits(constraints):
+        df[f"ok_{k}"] = df[f"ok_{k}"].astype(bool)
+    df["feasible"] = df["feasible"].astype(bool)
+    df["cache_hit"] = df["cache_hit"].astype(bool)
+    return df
+
+
+def _check_scores(df: pd.DataFrame, archs: list[str], proxies: Sequence[str]) -> dict[str, dict]:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"the scorer returned {type(df).__name__}, expected a pandas DataFrame")
+    need = ["arch", *proxy_columns(proxies)]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"the scorer's table lacks column(s) {missing}")
+    by = {a: r for a, r in zip(df["arch"], df[proxy_columns(proxies)].to_dict("records"))}
+    lost = [a for a in archs if a not in by]
+    if lost:
+        raise ValueError(f"the scorer returned no scores for {lost}")
+    for a in archs:
+        if np.isnan(by[a]["avg"]):  # -inf (a NaN proxy score) ranks last; NaN would break the max
+            raise ValueError(f"the scorer gave a NaN AVG for {a!r}")
+    return by
+
+
+def run_key(p: EvolutionParams, constraints: Mapping[str, Any], proxies: Sequence[str], space: SearchSpace,
+            initial: pd.DataFrame, extra: Mapping[str, Any] | None = None) -> str:
+    params = {"evolution": asdict(p), "constraints": {k: constraints.get(k) for k in LIMITS},
+              "proxies": list(proxies), "space": repr(space), "extra": dict(extra or {})}
+    return ckpt.make_key(params, initial)
+
+
+def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxies: Sequence[str],
+           constraints: Mapping[str, Any], p: EvolutionParams, checkpoint_dir=None,
+           key_extra: Mapping[str, Any] | None = None, progress: Callable | None = None) -> EvolutionResult:
+    """Run (or resume) aging evolution. ``initial``: table with ``arch``, every proxy, ``z_<proxy>``
+    and ``avg`` (see :func:`prepare_initial`). ``evaluate(archs) -> DataFrame`` with the same
+    columns for new archs (the scorer + standardisation with the initial mean/std)."""
+    p.check()
+    proxies = list(proxies)
+    initial = prepare_initial(initial, proxies, space)
+    P = len(initial)
+    S, B = int(p.sample_size), int(p.children_per_cycle)
+    if S > P:
+        raise ValueError(f"config key 'evolution.sample_size' ({S}) exceeds the population size ({P} initial nets)")
+    costs = _Costs(space)
+    key = run_key(p, constraints, proxies, space, initial, key_extra)
+    rng = np.random.default_rng(int(p.seed))
+
+    state = ckpt.load(checkpoint_dir, key)
+    if state is not None:
+        rows = state["rows"]
+        rng.bit_generator.state = state["rng"]
+        start = int(state["cycle"])
+        log.info("resuming from checkpoint at cycle %d/%d (%d nets in the history)", start, p.cycles, len(rows))
+    else:
+        rows = []
+        for i, rec in enumerate(initial.to_dict("records")):
+            rows.append(_row(id_=i, cycle=0, slot=i, parent_id=None, parent=None, arch=rec["arch"], mut=None,
+                             scores=rec, costs=costs(rec["arch"]), constraints=constraints, p=p,
+                             cache_hit=False, proxies=proxies))
+        start = 0
+    seen = {r["arch"] for r in rows}
+    fitness = [r["fitness"] for r in rows]
+
+    t_total0 = time.perf_counter()
+    t_score = 0.0
+    bar = progress(total=p.cycles, initial=start, desc="evolution") if progress else None
+    for cycle in range(start + 1, p.cycles + 1):
+        first = len(rows) - P
+        fit = np.asarray(fitness[first:], dtype=float)
+        children = []
+        for slot in range(B):
+            sample = rng.choice(P, size=S, replace=False)
+            win = int(sample[int(np.argmax(fit[sample]))])
+            parent = rows[first + win]
+            genes, mut = mutate(space, space.decode(parent["arch"]), rng)
+            children.append((slot, parent, space.encode(genes), mut))
+        archs = list(dict.fromkeys(c[2] for c in children))
+        t0 = time.perf_counter()
+        scored = _check_scores(evaluate(archs), archs, proxies)
+        t_score += time.perf_counter() - t0
+        for slot, parent, arch, mut in children:
+            r = _row(id_=len(rows), cycle=cycle, slot=slot, parent_id=parent["id"], parent=parent["arch"],
+                     arch=arch, mut=mut, scores=scored[arch], costs=costs(arch), constraints=constraints,
+                     p=p, cache_hit=arch in seen, proxies=proxies)
+            seen.add(arch)
+            rows.append(r)
+            fitness.append(r["fitness"])
+        if checkpoint_dir is not None and (cycle % p.checkpoint_every == 0 or cycle == p.cycles):
+            ckpt.save(checkpoint_dir, key, cycle, rows, rng.bit_generator.state)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t_total0
+    history = rows_to_frame(rows, constraints)
+    population = history.iloc[len(history) - P:].reset_index(drop=True)
+    population.insert(0, "age_rank", np.arange(P, dtype="int64"))  # 0 = oldest member
+    return EvolutionResult(history=history, population=population, resumed_from=start,
+                           timings={"total_s": elapsed, "scoring_s": t_score, "cycles": p.cycles - start})

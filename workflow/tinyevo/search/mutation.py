@@ -1,0 +1,68 @@
+"""One random mutation of a net (seed 000, reference §3, without the reference code's bugs).
+
+A mutation picks one gene (``repeats`` / ``expansions`` / ``channels``) and one stage uniformly
+and gives that single position a new value drawn uniformly from the gene's *mutation alphabet*
+(``search_space.alphabets``). The new value must change the net: it differs from the old value
+and the resolved :class:`~tinyevo.space.NetSpec` differs from the parent's (two channel values
+that round to the same width, e.g. 2 and 4 -> 8, would give the same network under another
+name). Drawing uniformly among the values that pass is the same distribution as "redraw until
+it differs". A (gene, stage) pair with no such value is skipped and a fresh pair is drawn.
+Only the chosen stage changes: every other stage and gene is kept (the reference code's channel
+mutation overwrote every later stage; its expansion mutation compared against the wrong list).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyevo.space import GENES, Genes, SearchSpace
+
+
+@dataclass(frozen=True)
+class Mutation:
+    gene: str
+    stage: int  # 1-based, as in the search-space error messages
+    old: int
+    new: int
+
+
+def _candidates(space: SearchSpace, genes: Genes, gene: str, stage0: int, parent_spec) -> list[int]:
+    old = getattr(genes, gene)[stage0]
+    out = []
+    for v in space.alphabets[gene]:
+        if v == old:
+            continue
+        if space.netspec(genes.replace(gene, stage0, v)) == parent_spec:
+            continue
+        out.append(int(v))
+    return out
+
+
+def mutable_positions(space: SearchSpace, genes: Genes) -> list[tuple[str, int]]:
+    """(gene, 0-based stage) pairs that admit at least one net-changing value."""
+    spec = space.netspec(genes)
+    return [(g, s) for g in GENES for s in range(space.n_stages) if _candidates(space, genes, g, s, spec)]
+
+
+def mutate(space: SearchSpace, genes: Genes, rng: np.random.Generator) -> tuple[Genes, Mutation]:
+    """Return the child genes and the mutation applied, using only ``rng`` for randomness."""
+    spec = space.netspec(genes)
+    tried: set[tuple[int, int]] = set()
+    total = len(GENES) * space.n_stages
+    while len(tried) < total:
+        gi = int(rng.integers(len(GENES)))
+        s = int(rng.integers(space.n_stages))
+        tried.add((gi, s))
+        gene = GENES[gi]
+        cands = _candidates(space, genes, gene, s, spec)
+        if not cands:
+            continue
+        new = cands[int(rng.integers(len(cands)))]
+        old = int(getattr(genes, gene)[s])
+        return genes.replace(gene, s, new), Mutation(gene=gene, stage=s + 1, old=old, new=new)
+    raise ValueError(
+        f"net {space.encode(genes)!r} cannot be mutated: no gene/stage has a value in "
+        f"'search_space.alphabets' that changes the network ({ {g: list(space.alphabets[g]) for g in GENES} })"
+    )

@@ -1,0 +1,145 @@
+"""Rule-level entry point of the evolution stage: wires the real proxy scorer
+(:class:`tinyevo.proxies.ProxyScorer`, its score cache and the shared data batch) and the
+initial normalisation (:func:`tinyevo.proxies.ranking.standardise`) into :func:`evolve`, then
+writes history, population and the winners table.
+
+Parallel children: with ``children_per_cycle`` B > 1 and ``threads`` T > 1 the children of a
+cycle are scored by ``min(B, T)`` worker processes (each with its own scorer, the same seeded
+batch and the shared on-disk cache; torch threads per worker = T // workers). Every net's
+initialisation is seeded from (seed, arch), so the scores do not depend on the worker. The
+workers are forked before this process runs any torch computation (and before CUDA is touched:
+each worker resolves the device itself). Otherwise the batch is scored in-process with T torch
+threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from typing import Any, Mapping
+
+import pandas as pd
+
+from tinyevo.io import read_parquet, write_parquet
+from tinyevo.search.aging import EvolutionParams, evolve, prepare_initial
+from tinyevo.search.checkpoint import table_hash
+from tinyevo.search.select import select_winners
+from tinyevo.space import SearchSpace
+
+log = logging.getLogger("tinyevo.search")
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(args: Mapping[str, Any], torch_threads: int) -> None:
+    from tinyevo.proxies import ProxyScorer, make_batch
+    from tinyevo.runtime import set_threads
+
+    set_threads(torch_threads)
+    space = SearchSpace.from_config(args["search_space"])
+    x, y = make_batch(args["data_dir"], args["batch_size"], args["seed"])
+    _WORKER["scorer"] = ProxyScorer(space, args["names"], x, y, args["seed"], device=args["device"],
+                                    cache_dir=args["cache_dir"])
+
+
+def _score_chunk(archs: list[str]) -> pd.DataFrame:
+    return _WORKER["scorer"].score(archs)
+
+
+class ProxyEvaluator:
+    """``evaluate(archs) -> DataFrame(arch, <proxy>..., cache_hit, z_<proxy>..., avg)``: the real
+    scorer (in-process or a pool of worker processes) + standardisation with the initial norm."""
+
+    def __init__(self, scorer_args: Mapping[str, Any], norm: pd.DataFrame, workers: int = 1, threads: int = 1):
+        from tinyevo.proxies.ranking import standardise
+
+        self.standardise = standardise
+        self.norm = norm
+        self.workers = max(1, int(workers))
+        self.pool = None
+        self.scorer_cache_hits = 0
+        self.scored = 0
+        per_worker = max(1, int(threads) // self.workers)
+        if self.workers > 1 and "fork" in mp.get_all_start_methods():
+            self.pool = mp.get_context("fork").Pool(self.workers, initializer=_init_worker,
+                                                    initargs=(dict(scorer_args), per_worker))
+        else:
+            if self.workers > 1:
+                log.info("no 'fork' start method on this platform: scoring children in-process")
+            self.workers = 1
+            _init_worker(scorer_args, max(1, int(threads)))
+
+    def __call__(self, archs: list[str]) -> pd.DataFrame:
+        archs = list(archs)
+        if self.pool is not None:
+            chunks = [c for c in (archs[i::self.workers] for i in range(self.workers)) if c]
+            parts = self.pool.map(_score_chunk, chunks)
+            df = pd.concat(parts, ignore_index=True).drop_duplicates("arch").set_index("arch").loc[archs]
+            df = df.reset_index()
+        else:
+            df = _score_chunk(archs)
+        self.scored += len(df)
+        self.scorer_cache_hits += int(df["cache_hit"].sum())
+        return self.standardise(df, self.norm)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+
+def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, history_out, population_out,
+              selected_out, search_space: Mapping, constraints: Mapping, evolution: Mapping, proxies: Mapping,
+              device: str = "auto", threads: int = 1, logger: logging.Logger | None = None) -> dict:
+    """Run the stage; returns a small summary (timings, counts) for the log / benchmarks."""
+    lg = logger or log
+    p = EvolutionParams.from_config(evolution)
+    space = SearchSpace.from_config(search_space)
+    names = list(proxies["names"])
+    initial_raw = read_parquet(initial_path, "ranked initial nets")
+    norm = read_parquet(norm_path, "proxy normalisation table")
+    initial = prepare_initial(initial_raw, names, space, what=f"ranked initial nets {initial_path}")
+    if sorted(norm.get("proxy", pd.Series(dtype=object)).tolist()) != sorted(names):
+        raise ValueError(f"normalisation table {norm_path} covers proxies {list(norm.get('proxy', []))}, "
+                         f"config key 'proxies.names' is {names}")
+    workers = min(int(threads), int(p.children_per_cycle))
+    scorer_args = {"search_space": dict(search_space), "names": names, "data_dir": str(data_dir),
+                   "batch_size": int(proxies["batch_size"]), "seed": int(proxies["seed"]), "device": device,
+                   "cache_dir": str(cache_dir)}
+    key_extra = {"norm": table_hash(norm), "scorer": {k: v for k, v in scorer_args.items() if k != "cache_dir"}}
+    from tinyevo.runtime import progress
+
+    with ProxyEvaluator(scorer_args, norm, workers=workers, threads=threads) as ev:
+        res = evolve(initial, ev, space, names, constraints, p, checkpoint_dir=checkpoint_dir,
+                     key_extra=key_extra, progress=progress)
+        ev.close()
+    h = res.history
+    selected = select_winners(h, names, constraints)  # raises before anything is written
+    write_parquet(h, history_out)
+    write_parquet(res.population, population_out)
+    write_parquet(selected, selected_out)
+    t = res.timings
+    summary = {"nets": len(h), "children": int((h["cycle"] > 0).sum()),
+               "feasible_share": float(h["feasible"].mean()), "duplicates": int(h["cache_hit"].sum()),
+               "resumed_from": res.resumed_from, "total_s": t["total_s"], "scoring_s": t["scoring_s"],
+               "cycles_run": t["cycles"], "scorer_cache_hits": ev.scorer_cache_hits, "workers": ev.workers}
+    lg.info("history: %d nets (%d children, %d duplicates), %.1f %% within the constraints",
+            summary["nets"], summary["children"], summary["duplicates"], 100 * summary["feasible_share"])
+    if t["cycles"]:
+        lg.info("%d cycles in %.1f s (%.3f s/cycle), %.0f %% of it scoring; scorer cache hits %d of %d nets scored",
+                t["cycles"], t["total_s"], t["total_s"] / t["cycles"], 100 * t["scoring_s"] / max(t["total_s"], 1e-9),
+                ev.scorer_cache_hits, ev.scored)
+    for r in selected.itertuples():
+        lg.info("%-2s %-6s avg %8.4f  params %s  macs %s  %s", r.net, r.phase, r.avg, r.params, r.macs, r.arch)
+    return summary
+

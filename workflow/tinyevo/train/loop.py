@@ -1,0 +1,378 @@
+"""The training loop: :func:`fit`, :func:`evaluate`, settings and resumable checkpoints.
+
+See the package docstring (:mod:`tinyevo.train`) for the API description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tinyevo.io import atomic_path
+from tinyevo.runtime import progress as _progress
+
+LOG = logging.getLogger("tinyevo.train")
+
+#: Defaults of every setting :func:`fit` understands (the paper's final training, seed 000).
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "epochs": 20,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1e-6,
+    "batch_size": 64,
+    "schedule": "constant",
+    "augment": False,
+    "flip": False,
+    "seed": 0,
+}
+#: Keys of the ``train`` config section that the loop accepts and ignores (used by the rule).
+IGNORED_SETTINGS = frozenset({"threads"})
+SCHEDULES = ("constant", "cosine")
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
+CHECKPOINT_VERSION = 1
+EVAL_BATCH = 256
+# A training set at most this large (bytes, uint8) is uploaded to the GPU once.
+_GPU_RESIDENT_BYTES = 2 << 30
+_STD_EPS = 1e-6
+
+
+def resolve_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Fill defaults and check every value; unknown keys are errors naming the key."""
+    s = dict(DEFAULT_SETTINGS)
+    for k, v in (settings or {}).items():
+        if k in IGNORED_SETTINGS:
+            continue
+        if k not in DEFAULT_SETTINGS:
+            raise ValueError(f"training setting {k!r} is unknown; known: {sorted(DEFAULT_SETTINGS)}")
+        s[k] = v
+    if s["seed"] is None:
+        s["seed"] = 0
+    checks = {
+        "epochs": isinstance(s["epochs"], (int, np.integer)) and s["epochs"] >= 0,
+        "batch_size": isinstance(s["batch_size"], (int, np.integer)) and s["batch_size"] >= 1,
+        "lr": isinstance(s["lr"], (int, float)) and s["lr"] > 0,
+        "momentum": isinstance(s["momentum"], (int, float)) and 0 <= s["momentum"] <= 1,
+        "weight_decay": isinstance(s["weight_decay"], (int, float)) and s["weight_decay"] >= 0,
+        "schedule": s["schedule"] in SCHEDULES,
+        "seed": isinstance(s["seed"], (int, np.integer)) and s["seed"] >= 0,
+    }
+    for k, ok in checks.items():
+        if not ok:
+            raise ValueError(f"training setting {k!r} has an invalid value {s[k]!r}")
+    s["augment"] = bool(s["augment"])
+    s["flip"] = bool(s["flip"])
+    for k in ("epochs", "batch_size", "seed"):
+        s[k] = int(s[k])
+    for k in ("lr", "momentum", "weight_decay"):
+        s[k] = float(s[k])
+    return s
+
+
+# ----------------------------------------------------------------------------------------------
+# data on the fly
+# ----------------------------------------------------------------------------------------------
+class _Batches:
+    """Batches of a uint8 NHWC array (memmap or ndarray) normalised on the device."""
+
+    def __init__(self, x, y, mean, std, device: torch.device, what: str):
+        x_shape = getattr(x, "shape", None)
+        if x_shape is None or len(x_shape) != 4:
+            raise ValueError(f"{what} images must be a uint8 array N x H x W x C, got shape {x_shape}")
+        if np.dtype(x.dtype) != np.uint8:
+            raise ValueError(f"{what} images must be uint8, got {x.dtype}")
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != x_shape[0]:
+            raise ValueError(f"{what} labels must be a vector of {x_shape[0]} entries, got shape {y.shape}")
+        mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+        std = np.asarray(std, dtype=np.float32).reshape(-1)
+        if mean.shape != (x_shape[3],) or std.shape != (x_shape[3],):
+            raise ValueError(f"stats have {mean.size} means / {std.size} stds but the {what} images have "
+                             f"{x_shape[3]} channels")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std >= 0)):
+            raise ValueError(f"stats must be finite with std >= 0, got mean {mean.tolist()} std {std.tolist()}")
+        std = np.maximum(std, _STD_EPS)  # a constant channel (same clamp as tinyevo.data.to_tensor)
+        self.x, self.n, self.device = x, int(x_shape[0]), device
+        self.y = torch.tensor(y, dtype=torch.int64)
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1).to(device)
+        self.std = torch.tensor(std).view(1, -1, 1, 1).to(device)
+        self.resident = None
+        if device.type == "cuda" and self.n * int(np.prod(x_shape[1:])) <= _GPU_RESIDENT_BYTES:
+            self.resident = torch.from_numpy(np.array(x, dtype=np.uint8)).to(device)
+            self.y = self.y.to(device)
+
+    def get(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.resident is not None:
+            t = torch.from_numpy(idx).to(self.device)
+            xb, yb = self.resident.index_select(0, t), self.y.index_select(0, t)
+        else:
+            xb = torch.from_numpy(np.ascontiguousarray(self.x[idx]))
+            yb = self.y[torch.from_numpy(idx)]
+            if self.device.type != "cpu":
+                xb = xb.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else xb.to(self.device)
+                yb = yb.to(self.device)
+        return xb, yb
+
+    def normalise(self, xb_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC -> float32 NCHW, (x / 255 - mean) / std."""
+        x = xb_uint8.permute(0, 3, 1, 2).float()
+        return (x / 255.0 - self.mean) / self.std
+
+
+def augment_batch(xb: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """Light augmentation on a uint8 NHWC batch: a random shift of up to 1/8 of the image side
+    in each direction (zero = black padding), and a random horizontal flip when ``flip``.
+    Random numbers come from ``gen`` (CPU generator) so an epoch's augmentation is reproducible."""
+    n, h, w, _ = xb.shape
+    pad_h, pad_w = max(1, h // 8), max(1, w // 8)
+    dy = torch.randint(-pad_h, pad_h + 1, (n,), generator=gen)
+    dx = torch.randint(-pad_w, pad_w + 1, (n,), generator=gen)
+    do_flip = torch.rand(n, generator=gen) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    padded = torch.nn.functional.pad(xb, (0, 0, pad_w, pad_w, pad_h, pad_h))
+    out = torch.empty_like(xb)
+    for i in range(n):
+        y0, x0 = pad_h + int(dy[i]), pad_w + int(dx[i])
+        img = padded[i, y0:y0 + h, x0:x0 + w]
+        out[i] = img.flip(1) if do_flip[i] else img
+    return out
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """Shuffling/augmentation generator of one epoch: a function of (seed, epoch) only, so a
+    resumed run sees exactly the batches of an uninterrupted one."""
+    digest = hashlib.sha256(f"tinyevo.train:{seed}:{epoch}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def _check_labels(model: nn.Module, y, what: str) -> None:
+    out = _num_outputs(model)
+    y = np.asarray(y)
+    if y.size and out is not None and (y.min() < 0 or y.max() >= out):
+        raise ValueError(f"{what} labels span {int(y.min())}..{int(y.max())} but the model has {out} outputs")
+
+
+def _num_outputs(model: nn.Module) -> int | None:
+    clf = getattr(model, "classifier", None)
+    return int(clf.out_features) if isinstance(clf, nn.Linear) else None
+
+
+def _amp_enabled(amp: bool, device: torch.device) -> bool:
+    return bool(amp) and device.type == "cuda"
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: nn.Module, x, y, stats, device, batch_size: int = EVAL_BATCH, amp: bool = False,
+             progress: bool = False) -> tuple[float, float, np.ndarray]:
+    """Per-sample mean cross-entropy, accuracy and predicted labels (int64, one per image) of
+    ``model`` in eval mode on uint8 images ``x`` (N x H x W x C) with labels ``y``."""
+    device = torch.device(device)
+    _check_labels(model, y, "evaluation")
+    data = _Batches(x, y, stats[0], stats[1], device, "evaluation")
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    use_amp = _amp_enabled(amp, device)
+    loss_sum, correct, preds = 0.0, 0, []
+    starts = range(0, data.n, batch_size)
+    it = _progress(starts, desc="evaluate", unit="batch") if progress else starts
+    for s in it:
+        idx = np.arange(s, min(s + batch_size, data.n))
+        xb, yb = data.get(idx)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(data.normalise(xb))
+        loss_sum += float(nn.functional.cross_entropy(logits.float(), yb, reduction="sum"))
+        p = logits.argmax(1)
+        correct += int((p == yb).sum())
+        preds.append(p.cpu().numpy())
+    model.train(was_training)
+    if data.n == 0:
+        return float("nan"), float("nan"), np.zeros(0, dtype=np.int64)
+    return loss_sum / data.n, correct / data.n, np.concatenate(preds).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+# ----------------------------------------------------------------------------------------------
+def _fingerprint(model: nn.Module, settings: Mapping[str, Any], n_train: int, n_test: int) -> dict:
+    spec = getattr(model, "spec", None)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    return {
+        "netspec": spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None,
+        "shapes": hashlib.sha256(json.dumps(shapes, sort_keys=True).encode()).hexdigest(),
+        "settings": dict(settings),
+        "n_train": int(n_train),
+        "n_test": int(n_test),
+    }
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`fit`; clear errors for a missing or unreadable file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"training checkpoint not found: {p}")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"training checkpoint {p} is not readable ({type(exc).__name__}: {exc}); "
+                         "delete it to start the training afresh") from None
+    if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION or "model" not in ck:
+        raise ValueError(f"training checkpoint {p} is not a tinyevo v{CHECKPOINT_VERSION} checkpoint; "
+                         "delete it to start the training afresh")
+    return ck
+
+
+def _describe_mismatch(old: dict, new: dict) -> str:
+    if old.get("netspec") != new.get("netspec") or old.get("shapes") != new.get("shapes"):
+        return "it was written for a different network (NetSpec mismatch)"
+    if old.get("settings") != new.get("settings"):
+        diff = {k: (old["settings"].get(k), v) for k, v in new["settings"].items() if old["settings"].get(k) != v}
+        return f"its training settings differ (key: (checkpoint, now)): {diff}"
+    return (f"its data sizes differ (train {old.get('n_train')} -> {new.get('n_train')}, "
+            f"test {old.get('n_test')} -> {new.get('n_test')})")
+
+
+def _rng_states(device: torch.device) -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def _set_rng_states(st: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def _save_checkpoint(path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------------------------------
+def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequence, settings: Mapping[str, Any] | None,
+        device="cpu", checkpoint_path: str | os.PathLike | None = None, progress: bool = True,
+        amp: bool = False, on_mismatch: str = "error", logger: logging.Logger | None = None) -> pd.DataFrame:
+    """Train ``model`` in place; returns the per-epoch history (see the package docstring)."""
+    log = logger or LOG
+    s = resolve_settings(settings)
+    if on_mismatch not in ("error", "restart"):
+        raise ValueError(f"on_mismatch must be 'error' or 'restart', got {on_mismatch!r}")
+    device = torch.device(device)
+    x_tr, y_tr = train
+    _check_labels(model, y_tr, "training")
+    data = _Batches(x_tr, y_tr, stats[0], stats[1], device, "training")
+    if data.n == 0:
+        raise ValueError("training set is empty")
+    if test is not None:
+        _check_labels(model, test[1], "test")
+    n_test = 0 if test is None else len(test[1])
+    use_amp = _amp_enabled(amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    model.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, s["epochs"]))
+             if s["schedule"] == "cosine" else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    fp = _fingerprint(model, s, data.n, n_test)
+
+    rows: list[dict] = []
+    start = 0
+    if checkpoint_path is not None and Path(checkpoint_path).is_file():
+        ck = load_checkpoint(checkpoint_path)
+        if ck.get("fingerprint") != fp:
+            why = _describe_mismatch(ck.get("fingerprint") or {}, fp)
+            if on_mismatch == "error":
+                raise ValueError(f"training checkpoint {checkpoint_path} cannot be resumed: {why}; "
+                                 "delete it to start the training afresh")
+            log.warning("ignoring training checkpoint %s: %s; starting afresh", checkpoint_path, why)
+        else:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            if sched is not None and ck.get("scheduler") is not None:
+                sched.load_state_dict(ck["scheduler"])
+            if ck.get("scaler") is not None and use_amp:
+                scaler.load_state_dict(ck["scaler"])
+            _set_rng_states(ck["rng"], device)
+            rows = list(ck["history"])
+            start = int(ck["epoch"])
+            log.info("resuming from %s after epoch %d of %d", checkpoint_path, start, s["epochs"])
+
+    loss_fn = nn.CrossEntropyLoss()  # per-sample mean
+    steps = math.ceil(data.n / s["batch_size"])
+    for epoch in range(start, s["epochs"]):
+        t0 = time.perf_counter()
+        gen = _epoch_generator(s["seed"], epoch)
+        order = torch.randperm(data.n, generator=gen).numpy()
+        lr = opt.param_groups[0]["lr"]
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        bar = _progress(total=steps, desc=f"epoch {epoch + 1}/{s['epochs']}", unit="batch",
+                        disable=not progress)
+        for b in range(steps):
+            idx = order[b * s["batch_size"]:(b + 1) * s["batch_size"]]
+            xb, yb = data.get(idx)
+            if s["augment"]:
+                xb = augment_batch(xb.cpu(), gen, s["flip"]).to(device)
+            inp = data.normalise(xb)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(inp)
+                loss = loss_fn(logits.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            loss_sum += loss.detach().double() * len(idx)
+            correct += (logits.detach().argmax(1) == yb).sum()
+            bar.update(1)
+            if b % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        bar.close()
+        if sched is not None:
+            sched.step()
+        train_loss, train_acc = float(loss_sum) / data.n, int(correct) / data.n
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training loss is {train_loss} in epoch {epoch + 1}; the training diverged "
+                                     f"(lower the learning rate, config key 'train.lr', now {s['lr']})")
+        if test is not None:
+            test_loss, test_acc, _ = evaluate(model, test[0], test[1], stats, device, amp=amp)
+        else:
+            test_loss = test_acc = float("nan")
+        rows.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                     "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
+                     "seconds": time.perf_counter() - t0})
+        log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | lr %.4g | %.1f s",
+                 epoch + 1, s["epochs"], train_loss, train_acc, test_loss, test_acc, lr, rows[-1]["seconds"])
+        if checkpoint_path is not None:
+            _save_checkpoint(checkpoint_path, {
+                "version": CHECKPOINT_VERSION, "fingerprint": fp, "epoch": epoch + 1,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "scaler": scaler.state_dict() if use_amp else None,
+                "rng": _rng_states(device), "history": rows,
+            })
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS).astype(
+        {"epoch": "int64", "train_loss": "float64", "train_acc": "float64", "test_loss": "float64",
+         "test_acc": "float64", "lr": "float64", "seconds": "float64"})
