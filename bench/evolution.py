@@ -9,9 +9,9 @@ a copy of that score cache, so a run never profits from children scored by an ea
     python bench/evolution.py                      # default config: 512 nets, 500 cycles, 3 seeds
     python bench/evolution.py --population-size 64 --cycles 40 --batch-size 16   # reduced
 
-Reductions (``--population-size`` draws a random initial population of that size from the
-default alphabets, ``--batch-size`` shrinks the proxy batch, ``--resolution`` the input) are
-printed with the results. Writes ``<workdir>/runs.csv`` and ``<workdir>/summary.csv``.
+Reductions (``--population-size`` starts from a seeded random subset of the configured initial
+nets, normalised over that subset; ``--batch-size`` shrinks the proxy batch, ``--resolution`` the
+input) are printed with the results. Writes ``<workdir>/runs.csv`` and ``<workdir>/summary.csv``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def parse_args(argv=None):
     ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
     ap.add_argument("--cycles", type=int, default=None, help="default: evolution.cycles of the config")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--population-size", type=int, default=None, help="random initial population of this size")
+    ap.add_argument("--population-size", type=int, default=None,
+                    help="evolve from a seeded random subset of this many of the configured initial nets")
     ap.add_argument("--batch-size", type=int, default=None, help="proxy batch size (default: the config's)")
     ap.add_argument("--resolution", type=int, default=None, help="input resolution (default: the config's)")
     ap.add_argument("--threads", type=int, default=1)
@@ -54,8 +55,6 @@ def main(argv=None) -> pd.DataFrame:
     a = parse_args(argv)
     log = setup_logging()
     over: dict = {}
-    if a.population_size:
-        over.setdefault("search_space", {})["population"] = {"mode": "random", "size": a.population_size}
     if a.batch_size:
         over["proxies"] = {"batch_size": a.batch_size}
     if a.resolution:
@@ -74,10 +73,12 @@ def main(argv=None) -> pd.DataFrame:
         prepare(cfg["dataset"], data_dir, threads=a.threads)
     space = space_from_config(cfg)
     names, pcfg = cfg["proxies"]["names"], cfg["proxies"]
-    init_cache = work / "cache" / f"initial-{space.population_mode}{len(space.initial_population())}-b{pcfg['batch_size']}"
+    init_cache = work / "cache" / "initial"
     x, y = make_batch(data_dir, pcfg["batch_size"], pcfg["seed"])
     scorer = ProxyScorer(space, names, x, y, pcfg["seed"], device=device, cache_dir=init_cache)
     cand = pd.DataFrame([{"index": i, "arch": s} for i, s, _ in space.iter_arches()])
+    if a.population_size and a.population_size < len(cand):  # seeded subset of the configured nets
+        cand = cand.sample(n=a.population_size, random_state=0).sort_values("index").reset_index(drop=True)
     t0 = time.perf_counter()
     scores = scorer.score(cand["arch"].tolist(), progress=True)
     t_init = time.perf_counter() - t0
@@ -123,7 +124,8 @@ def main(argv=None) -> pd.DataFrame:
     work.mkdir(parents=True, exist_ok=True)
     runs.to_csv(work / "runs.csv", index=False)
     summary.to_csv(work / "summary.csv")
-    print(f"\nconfig {a.config}: {len(cand)} initial nets ({space.population_mode}), {cycles} cycles, "
+    print(f"\nconfig {a.config}: {len(cand)} initial nets (of {space.population_mode} "
+          f"{len(space.initial_population())}), {cycles} cycles, "
           f"S={cfg['evolution']['sample_size']}, B={cfg['evolution']['children_per_cycle']}, proxies {names}, "
           f"batch {pcfg['batch_size']}, {cfg['dataset']['resolution']} px, limits "
           f"{ {k: v for k, v in cfg['constraints'].items() if v is not None} }, device {device}, threads {a.threads}")

@@ -306,6 +306,29 @@ def test_fashion_mnist_idx(tmp_path, layout, gz):
     assert man[man.split == "test"].source.str.startswith("t10k-images-idx3-ubyte").all()
 
 
+def test_fashion_mnist_download_uses_torchvision_layout(tmp_path, monkeypatch):
+    """download: true asks torchvision for both parts, then reads <path>/FashionMNIST/raw (the
+    downloader is replaced by one that writes the fixture: tests never download)."""
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeFashionMNIST:
+        def __init__(self, root, train=True, download=False):
+            calls.append((Path(root), train, download))
+            make_idx(Path(root), layout="torchvision", gz=False)
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeFashionMNIST)
+    root = tmp_path / "fresh"
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="set dataset.download: true"):
+        prepare(ds(source="fashion_mnist", path=str(root)), out)
+    assert calls == []
+    prepare(ds(source="fashion_mnist", path=str(root), download=True, resolution=8), out)
+    assert calls == [(root, True, True), (root, False, True)]
+    assert len(load_split(out, "test")[1]) == 12
+
+
 def test_fashion_mnist_bad_inputs(tmp_path):
     root = make_idx(tmp_path / "fm")
     out = tmp_path / "out"

@@ -414,3 +414,31 @@ def test_real_scorer_stage_serial_equals_workers(make_config, tmp_path):
     np.testing.assert_allclose(kids[["avg", *names]].to_numpy(), direct[["avg", *names]].to_numpy(), rtol=1e-12)
     sel = pd.read_parquet(outs[1] / "selected.parquet")
     assert len(sel) == 4 and sel.loc[sel["net"] == "C", "params"].max() <= cfg["constraints"]["max_params"]
+
+
+# ----- end to end --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_workflow_evolve_and_plots(tmp_path):
+    from conftest import TINY, deep_merge, run_snakemake, write_yaml
+
+    cfg = write_yaml(tmp_path / "tiny.yaml", deep_merge(TINY, {"evolution": {"children_per_cycle": 2}}))
+    targets = ["results/evolution/selected.parquet", "results/evolution/plots/best_avg.png",
+               "results/evolution/plots/avg_vs_macs.png", "results/evolution/plots/feasible_share.png"]
+    run_snakemake(tmp_path, cfg, targets)
+    evo = tmp_path / "results/evolution"
+    h = pd.read_parquet(evo / "history.parquet")
+    ranked = pd.read_parquet(tmp_path / "results/rank/initial.parquet")
+    assert len(h) == len(ranked) + TINY["evolution"]["cycles"] * 2
+    assert len(pd.read_parquet(evo / "population.parquet")) == len(ranked)
+    sel = pd.read_parquet(evo / "selected.parquet")
+    assert sorted(zip(sel["net"], sel["phase"])) == sorted((n, p) for n in ("C", "NC") for p in ("before", "after"))
+    assert (evo / "checkpoint/state.pkl").is_file()
+    log = (tmp_path / "results/logs/evolution/main.log").read_text()
+    assert "stage evolution" in log and "s/cycle" in log
+    # a re-run with the same config (outputs deleted) resumes from the final checkpoint: same bytes
+    first = (evo / "history.parquet").read_bytes()
+    for f in ("history", "population", "selected"):
+        (evo / f"{f}.parquet").unlink()
+    run_snakemake(tmp_path, cfg, ["results/evolution/selected.parquet"])
+    assert (evo / "history.parquet").read_bytes() == first
+    assert "resuming from checkpoint at cycle 6/6" in (tmp_path / "results/logs/evolution/main.log").read_text()

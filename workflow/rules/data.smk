@@ -6,9 +6,10 @@ from tinyevo.data import output_names as _data_output_names
 DATA_DIR = f"{RESULTS}/data/{DATASET}"
 # train/val/test _x.npy + _y.npy, manifest.parquet, stats.parquet
 DATA_OUTPUTS = [f"{DATA_DIR}/{name}" for name in _data_output_names()]
-# Peak memory (MB) by source: VWW parses the COCO instances JSON (~1 GB per 2014 file once
-# loaded); the array sources keep their raw uint8 arrays; resized images go to disk.
-_DATA_MEM_MB = {"vww": 12000, "cifar10": 3000, "fashion_mnist": 2000}
+# Peak memory (MB) by source: torch + torchvision alone take ~0.9 GB (imagefolder, cifar10,
+# downloads); VWW also parses the COCO instances JSON (~1-2 GB per 2014 file once loaded). Raw
+# uint8 arrays of the array sources stay in memory; the resized images stream to disk.
+_DATA_MEM_MB = {"digits": 1500, "fashion_mnist": 3000, "cifar10": 3000, "imagefolder": 3000, "vww": 12000}
 
 
 rule data:
@@ -17,12 +18,11 @@ rule data:
         DATA_OUTPUTS,
     params:
         dataset=config["dataset"],
-        out_dir=DATA_DIR,
     log:
         log_of("data", DATASET),
     threads: 8  # decoding threads; Snakemake lowers this to --cores when fewer
     resources:
-        mem_mb=_DATA_MEM_MB.get(config["dataset"]["source"], 1500),
+        mem_mb=_DATA_MEM_MB[config["dataset"]["source"]],
         runtime=240 if config["dataset"]["source"] in ("vww", "imagefolder") else 30,
     conda:
         env("torch")

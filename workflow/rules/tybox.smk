@@ -1,1 +1,29 @@
-# tybox stage rules (see docs/ARCHITECTURE.md)
+# tybox stage (see docs/ARCHITECTURE.md): self-contained C++ (int8 FE + float classifier that
+# learns on the device + ring buffer sized by the memory model), built and checked with
+# `make check` (sanitizers, bit-exact against LiteRT), memory predicted vs measured.
+
+
+rule tybox:
+    input:
+        tflite=f"{RESULTS}/compress/{{net}}/fe_int8.tflite",
+        classifier=f"{RESULTS}/compress/{{net}}/classifier.keras",
+    output:
+        src=directory(f"{RESULTS}/tybox/{{net}}/src"),
+        memory=f"{RESULTS}/tybox/{{net}}/memory.parquet",
+    params:
+        tybox=config["tybox"],
+        device=config["device"],
+        seed=config["seed"],
+    log:
+        log_of("tybox", "{net}"),
+    conda:
+        env("tf")
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    script:
+        "../scripts/tybox.py"
+
+
+ALL_TARGETS.append(f"{RESULTS}/tybox/C/memory.parquet")

@@ -10,7 +10,8 @@ from tinyevo.runtime import setup_logging  # noqa: E402
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 try:
-    prepare(snakemake.params.dataset, snakemake.params.out_dir, threads=snakemake.threads, log=log)  # noqa: F821
+    out_dir = os.path.dirname(snakemake.output[0])  # noqa: F821
+    prepare(snakemake.params.dataset, out_dir, threads=snakemake.threads, log=log)  # noqa: F821
 except DataError as exc:
     log.error("%s", exc)
     sys.exit(1)

@@ -10,13 +10,39 @@ from typing import Any, Mapping
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+_LOG_STREAM = None  # the rule's log file, once setup_logging has opened it
+
+
+class _Tee:
+    """A text stream writing progress bars to stderr and, one line per update, to the log file."""
+
+    def __init__(self, console, logfile):
+        self.console, self.logfile = console, logfile
+
+    def write(self, s):
+        self.console.write(s)
+        line = s.replace("\r", "").strip()
+        if line:
+            self.logfile.write(line + "\n")
+        return len(s)
+
+    def flush(self):
+        self.console.flush()
+        self.logfile.flush()
+
+    def isatty(self):
+        return False
+
 
 def setup_logging(log_path: str | os.PathLike | None = None, level: int = logging.INFO) -> logging.Logger:
     """Log to stderr and, when given, to ``log_path`` (a rule's ``log:`` file)."""
+    global _LOG_STREAM
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
+        fh = logging.FileHandler(log_path, mode="w")
+        handlers.append(fh)
+        _LOG_STREAM = fh.stream
     logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
     return logging.getLogger("tinyevo")
 
@@ -71,7 +97,7 @@ def progress(iterable=None, **kw):
     """A tqdm progress bar that writes to stderr (hence to the rule's log) even when not a tty."""
     from tqdm.auto import tqdm
 
-    kw.setdefault("file", sys.stderr)
+    kw.setdefault("file", _Tee(sys.stderr, _LOG_STREAM) if _LOG_STREAM is not None else sys.stderr)
     kw.setdefault("mininterval", 2.0)
     kw.setdefault("dynamic_ncols", False)
     kw.setdefault("ncols", 90)

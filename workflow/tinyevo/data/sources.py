@@ -62,8 +62,7 @@ def _array_image(arr: np.ndarray) -> Callable[[int, str], object]:
     def image(i: int, mode: str):
         from PIL import Image
 
-        a = arr[i]
-        return Image.fromarray(np.ascontiguousarray(a), "L" if a.ndim == 2 else "RGB").convert(mode)
+        return Image.fromarray(np.ascontiguousarray(arr[i])).convert(mode)  # uint8 HxW -> L, HxWx3 -> RGB
 
     return image
 
@@ -161,7 +160,9 @@ def read_fashion_mnist(cfg: dict) -> Source:
             FashionMNIST(str(root), train=train, download=True)
         files = _find_fashion(root)
     if files is None:
-        _need_dir(root)
+        if not root.is_dir():
+            raise DataError(f"config key 'dataset.path': directory not found: {root} "
+                            "(set dataset.download: true to let torchvision fetch Fashion-MNIST)")
         names = ", ".join(s + ".gz" for s in FASHION_FILES.values())
         raise DataError(
             f"config key 'dataset.path': Fashion-MNIST files not found in {root} or {root / 'FashionMNIST' / 'raw'} "
@@ -187,7 +188,8 @@ def read_fashion_mnist(cfg: dict) -> Source:
         refs.extend(f"{fname}[{i}]" for i in range(x.shape[0]))
         ids.append(np.arange(x.shape[0], dtype=np.int64))
     if arrays[0].shape[1:] != arrays[1].shape[1:]:
-        raise DataError(f"{root}: train and test images differ in size ({arrays[0].shape[1:]} vs {arrays[1].shape[1:]})")
+        raise DataError(f"{root}: train and test images differ in size "
+                        f"({arrays[0].shape[1:]} vs {arrays[1].shape[1:]})")
     y_all = np.concatenate(labels)
     n_cls = int(y_all.max()) + 1 if y_all.size else 0
     classes = FASHION_CLASSES if n_cls <= len(FASHION_CLASSES) else [str(c) for c in range(n_cls)]
@@ -230,7 +232,9 @@ def read_cifar10(cfg: dict) -> Source:
             CIFAR10(str(root), train=train, download=True)  # official files, MD5-checked
         d = _cifar_dir(root)
     if d is None:
-        _need_dir(root)
+        if not root.is_dir():
+            raise DataError(f"config key 'dataset.path': directory not found: {root} "
+                            "(set dataset.download: true to let torchvision fetch CIFAR-10)")
         raise DataError(
             f"config key 'dataset.path': no CIFAR-10 batches in {root} or {root / CIFAR_FOLDER} "
             f"(expected {', '.join(CIFAR_TRAIN + CIFAR_TEST + [CIFAR_META])}; set dataset.download: true to fetch them)"

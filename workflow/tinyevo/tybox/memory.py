@@ -21,8 +21,9 @@ Stable API (also used by the compression stage to choose its pruning budget)::
         #   classifier_activations ((F + C) * 4: dequantised input + output),
         #   state (training scratch + ring-buffer bookkeeping: delta[C] floats + 5 scalars),
         #   net_bytes (what is charged against M before the buffer), buffer_bytes, n_samples,
-        #   ram_bytes (static RAM of the generated code), flash_bytes (model constants: fe_flash
-        #   + the initial classifier weights kept const for tybox_init), M, accounting.
+        #   ram_bytes (static RAM of the generated code), flash_constants (model constants: fe_flash
+        #   + the initial classifier weights kept const for tybox_init; code comes on top), M,
+        #   accounting.
         # classifier_weights: [kernel (F, C), bias (C,)] arrays, or a path to classifier.keras.
 
     memory_table(terms, measured=None) -> pandas DataFrame (term, region, predicted, measured)
@@ -202,7 +203,7 @@ def memory_terms(tflite_path, classifier_weights, M: int, accounting: str = "tot
     t["buffer_bytes"], t["n_samples"] = tybox_buffer(M, t["net_bytes"], F, bytes_per_feature)
     t["buffer_used"] = t["n_samples"] * t["sample_bytes"]
     t["ram_bytes"] = ram_fixed + t["buffer_used"]
-    t["flash_bytes"] = t["fe_flash"] + t["classifier_weights"]
+    t["flash_constants"] = t["fe_flash"] + t["classifier_weights"]
     t["M"] = int(M)
     t["accounting"] = accounting
     return t
@@ -211,7 +212,7 @@ def memory_terms(tflite_path, classifier_weights, M: int, accounting: str = "tot
 _REGION = {"fe_weights": "flash", "fe_biases": "flash", "fe_quant_params": "flash",
            "fe_flash": "flash", "arena_pair": "ram", "arena": "ram", "classifier_weights": "ram",
            "classifier_activations": "ram", "state": "ram", "buffer_used": "ram",
-           "ram_bytes": "ram", "flash_bytes": "flash", "net_bytes": "budget",
+           "ram_bytes": "ram", "flash_constants": "flash", "net_bytes": "budget",
            "buffer_bytes": "budget", "n_samples": "count", "M": "budget"}
 
 
@@ -230,8 +231,8 @@ def memory_table(terms: dict, measured: dict | None = None):
                      "measured": float(m) if m is not None else float("nan")})
     for k, m in measured.items():
         if k not in terms:
-            rows.append({"term": k, "region": "flash" if "flash" in k or "text" in k else "ram",
-                         "predicted": float("nan"), "measured": float(m)})
+            region = "flash" if k in ("flash_bytes", "text", "rodata") else "ram"
+            rows.append({"term": k, "region": region, "predicted": float("nan"), "measured": float(m)})
     df = pd.DataFrame(rows)
     df["rel_error"] = (df["measured"] - df["predicted"]) / df["predicted"].where(df["predicted"] != 0)
     df["accounting"] = terms.get("accounting", "")

@@ -69,7 +69,8 @@ def build_fe(kind: str = "residual", resolution: int = 16, channels: int = 1, se
         x = cbr(x, 16, 1)
         x = L.GlobalAveragePooling2D()(x)
     elif kind == "residual":
-        x = L.ZeroPadding2D(((0, 1), (0, 1)))(inp)
+        # symmetric padding before a valid stride-2 conv: kept as an explicit PAD op
+        x = L.ZeroPadding2D(((1, 1), (1, 1)))(inp)
         x = cbr(x, 8, 3, stride=2, padding="valid")
         x = block(x, 8, 8, 1, 1)
         x = block(x, 8, 12, 3, 2)

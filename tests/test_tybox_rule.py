@@ -1,0 +1,39 @@
+"""The tybox rule end to end on a synthetic compress output (slow: compiles and runs make check)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_tybox_rule_builds_checks_and_measures(tmp_path, make_config, snakemake_run):
+    import keras
+
+    from tinyevo.io import read_parquet
+    from tinyevo.tybox import testnets
+    from tinyevo.tybox.model import load_graph
+
+    cfg, path = make_config({"device": {"ram_bytes": 40000, "min_buffer_samples": 4},
+                             "tybox": {"test_vectors": 3}})
+    comp = tmp_path / "results" / "compress" / "C"
+    comp.mkdir(parents=True)
+    fe = testnets.build_fe("plain", 12, 1, seed=0)
+    (comp / "fe_int8.tflite").write_bytes(testnets.to_int8_tflite(fe, testnets.random_images(8, 12, 1)))
+    F = load_graph(comp / "fe_int8.tflite").feature_size
+    cls = keras.Sequential([keras.Input((F,)), keras.layers.Dense(10, activation="softmax")])
+    cls.save(comp / "classifier.keras")
+    snakemake_run(tmp_path, path, ["results/tybox/C/memory.parquet"], extra=["--allowed-rules", "tybox", "--"])
+    mem = read_parquet(tmp_path / "results/tybox/C/memory.parquet").set_index("term")
+    ram = mem.loc["ram_bytes"]
+    assert ram["measured"] <= 40000 and abs(ram["rel_error"]) <= 0.02
+    assert mem.loc["n_samples", "predicted"] >= 4
+    src = tmp_path / "results/tybox/C/src"
+    assert (src / "harness").is_file() and (src / "README.md").is_file()
+    log = (tmp_path / "results/logs/tybox/C.log").read_text()
+    assert "0 of" in log and "differ" in log
