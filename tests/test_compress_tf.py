@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+import tinyevo.compress  # noqa: E402,F401  (loads torch's triton before TensorFlow: see the package)
+
 tf = pytest.importorskip("tensorflow")
 
 from tinyevo.compress.budget import spec_memory  # noqa: E402
@@ -144,3 +146,89 @@ def test_export_int8_accuracy_on_separable_data():
     assert res.float_test_acc == 1.0 and res.max_logit_diff < 1e-4
     assert res.test_acc >= 0.8
     assert res.classifier.get_layer("classifier").get_weights()[0].shape == (8, 2)
+
+
+def _fake_stage_inputs(tmp_path, n_classes=3, res=12):
+    """A saved 'trained' model (training meta with settings and classes) and a data folder."""
+    import pandas as pd
+
+    from tinyevo.io import save_npy, write_parquet
+    from tinyevo.space.torch_model import save_model
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    for split, n in (("train", 60), ("test", 30)):
+        y = np.arange(n, dtype=np.int64) % n_classes
+        x = (rng.integers(0, 60, (n, res, res, 1)) + 60 * y[:, None, None, None]).astype(np.uint8)
+        save_npy(data / f"{split}_x.npy", x)
+        save_npy(data / f"{split}_y.npy", y)
+    write_parquet(pd.DataFrame({"channel": [0], "mean": [0.4], "std": [0.25]}), data / "stats.parquet")
+    spec = NetSpec(res, 1, 4, 2, 3, (BlockSpec(4, 8, 8, 2, 3, True, 0), BlockSpec(8, 16, 8, 1, 3, True, 1)),
+                   24, n_classes)
+    meta = {"net": "C", "arch": "test", "classes": list(range(n_classes)), "num_outputs": n_classes, "remap": False,
+            "settings": {"epochs": 1, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 16,
+                         "schedule": "constant", "augment": False, "flip": False, "seed": 0}}
+    save_model(tmp_path / "model.pt", randomised(spec, seed=2), meta)
+    return tmp_path / "model.pt", data
+
+
+def test_run_compress_end_to_end(tmp_path):
+    import pandas as pd
+
+    from tinyevo.compress.stage import plot_compress, run_compress
+    from tinyevo.space.torch_model import load_model
+
+    model, data = _fake_stage_inputs(tmp_path)
+    out = {k: str(tmp_path / "out" / f) for k, f in (("pruning", "pruning.parquet"), ("summary", "summary.parquet"),
+                                                      ("tflite", "fe_int8.tflite"), ("clf", "classifier.keras"),
+                                                      ("model", "pruned.pt"))}
+    comp = {"step_fraction": 0.25, "max_steps": 3, "finetune_epochs": 1, "finetune_lr": 0.01,
+            "representative_samples": 16}
+    # M with room for 5 samples only once the head has been pruned twice (F = 24 -> 18 -> 14)
+    from tinyevo.compress.budget import spec_memory
+    from tinyevo.compress.prune import next_unit, pruned_spec
+
+    spec = load_model(str(model))[1]
+    specs = [spec]
+    for _ in range(3):
+        u, k = next_unit(specs[-1], 0.25)
+        specs.append(pruned_spec(specs[-1], u, k))
+    needs = [spec_memory(s, 10**6)["net_bytes"] + 5 * (s.head_out + 1) for s in specs]
+    M = needs[2]
+    assert needs[1] > M
+    summary = run_compress(str(model), str(data), "C", comp, {"ram_bytes": M, "min_buffer_samples": 5}, "cpu", 0,
+                           out["pruning"], out["summary"], out["tflite"], out["clf"], out["model"])
+    pr = pd.read_parquet(out["pruning"])
+    assert list(pr["step"]) == [0, 1, 2, 3] and list(pr["chosen"]) == [False, False, True, False]
+    assert list(pr["fits"]) == [False, False, True, True]
+    assert list(summary["model"]) == ["baseline_float", "pruned_float", "pruned_int8_fe"]
+    assert summary["share_of_baseline"].iloc[0] == 1.0
+    assert summary["share_of_baseline"].iloc[2] < summary["share_of_baseline"].iloc[1] < 1.0
+    assert summary["buffer_samples"].iloc[2] == 5
+    assert summary["test_acc"].between(0, 1).all()
+    pruned, pspec, meta = load_model(out["model"])
+    assert pspec == specs[2] and meta["pruned_step"] == 2
+    it = Int8FE(out["tflite"])
+    assert it.input_dtype == np.int8 and int(it.output_detail["shape"][-1]) == pspec.feature_size
+    plot_compress(out["pruning"], out["summary"], str(tmp_path / "out" / "plot.png"))
+    assert (tmp_path / "out" / "plot.png").stat().st_size > 1000
+    # a budget no step can meet: clear error, no outputs
+    from tinyevo.compress.budget import BudgetError
+
+    out2 = {k: v.replace("/out/", "/out2/") for k, v in out.items()}
+    with pytest.raises(BudgetError, match="device.ram_bytes"):
+        run_compress(str(model), str(data), "C", dict(comp, finetune_epochs=0), {"ram_bytes": 2000,
+                     "min_buffer_samples": 5}, "cpu", 0, out2["pruning"], out2["summary"], out2["tflite"],
+                     out2["clf"], out2["model"])
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
+
+
+@pytest.mark.slow
+def test_snakemake_compress_tiny(tmp_path, make_config, snakemake_run):
+    import pandas as pd
+
+    _, cfg = make_config({})
+    snakemake_run(tmp_path, cfg, ["results/compress/C/summary.parquet"])
+    s = pd.read_parquet(tmp_path / "results/compress/C/summary.parquet")
+    assert list(s["model"]) == ["baseline_float", "pruned_float", "pruned_int8_fe"]
+    assert (tmp_path / "results/compress/C/fe_int8.tflite").is_file()

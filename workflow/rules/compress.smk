@@ -1,1 +1,69 @@
-# compress stage rules (see docs/ARCHITECTURE.md)
+# Stage 7: compression (seed 004). Structured L1 pruning of the trained net with a short
+# fine-tune per step, the least-pruned step whose TyBox buffer fits the device (device.ram_bytes,
+# device.min_buffer_samples), torch -> Keras export, int8 feature extractor (TFLite, LiteRT) +
+# float classifier; tables and a size-vs-accuracy plot.
+
+COMPRESS_DIR = f"{RESULTS}/compress"
+_COMPRESS_DATA = f"{RESULTS}/data/{DATASET}"
+
+
+rule compress:
+    """Prune {net}, choose the step that fits the device, export int8 FE + float classifier."""
+    input:
+        model=f"{RESULTS}/train/{{net}}/model.pt",
+        data=[f"{_COMPRESS_DATA}/{s}_{a}.npy" for s in ("train", "test") for a in ("x", "y")]
+        + [f"{_COMPRESS_DATA}/stats.parquet"],
+    output:
+        pruning=f"{COMPRESS_DIR}/{{net}}/pruning.parquet",
+        summary=f"{COMPRESS_DIR}/{{net}}/summary.parquet",
+        tflite=f"{COMPRESS_DIR}/{{net}}/fe_int8.tflite",
+        classifier=f"{COMPRESS_DIR}/{{net}}/classifier.keras",
+        model=f"{COMPRESS_DIR}/{{net}}/pruned.pt",
+    wildcard_constraints:
+        net="C|NC|C-inc|C-src",
+    params:
+        data_dir=_COMPRESS_DATA,
+        compress=config["compress"],
+        device=config["device"],
+        accounting=config["tybox"]["accounting"],
+        compute_device=config["compute"]["device"],
+        seed=config["compress"]["seed"],
+    log:
+        log_of("compress", "{net}"),
+    conda:
+        env("tf")
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=0 if config["compute"]["device"] in ("cpu", "mps") else 1,
+    script:
+        "../scripts/compress.py"
+
+
+rule compress_plot:
+    """Size (weights + activations) vs test accuracy of every pruning step and of the chosen models."""
+    input:
+        pruning=f"{COMPRESS_DIR}/{{net}}/pruning.parquet",
+        summary=f"{COMPRESS_DIR}/{{net}}/summary.parquet",
+    output:
+        f"{COMPRESS_DIR}/{{net}}/size_accuracy.png",
+    wildcard_constraints:
+        net="C|NC|C-inc|C-src",
+    params:
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
+    log:
+        log_of("compress", "plot_{net}"),
+    conda:
+        env("core")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/compress_plot.py"
+
+
+ALL_TARGETS.append(f"{COMPRESS_DIR}/C/summary.parquet")
+ALL_TARGETS.append(f"{COMPRESS_DIR}/C/size_accuracy.png")

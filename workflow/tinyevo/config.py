@@ -25,7 +25,7 @@ from tinyevo.io import atomic_write_text
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 # Stage sections whose ``seed: null`` means "use the global seed".
-_SEEDED = ("dataset", "proxies", "evolution", "train", "validation", "scenarios")
+_SEEDED = ("dataset", "proxies", "evolution", "train", "validation", "compress", "scenarios")
 
 NUM_CLASSES = {"digits": 10, "fashion_mnist": 10, "cifar10": 10, "vww": 2}
 

@@ -163,7 +163,7 @@ def _class_subset(meta: Mapping[str, Any], num_outputs: int):
 
 def run_compress(model_path: str, data_dir: str, net: str, compress: Mapping[str, Any], device_cfg: Mapping[str, Any],
                  compute_device: str, seed: int, out_pruning: str, out_summary: str, out_tflite: str,
-                 out_classifier: str, out_model: str, accounting: str = "total", threads: int = 1,
+                 out_classifier: str, out_model: str, accounting: str = "total",
                  logger: logging.Logger | None = None) -> pd.DataFrame:
     """The rule ``compress``: everything from the trained model to the files."""
     from tinyevo.data import load_split, load_stats
