@@ -314,3 +314,28 @@ def test_bad_input_errors(space, archs):
         ProxyScorer(space, ["snip"], x[:1], y[:1], 1)
     empty = ProxyScorer(space, ["snip"], x, y, 1).score([])
     assert list(empty.columns) == ["arch", "snip", "cache_hit"] and len(empty) == 0
+
+
+# ----- the shared data batch ----------------------------------------------------------------------------
+def test_make_batch_is_seeded_normalised_and_checked(tmp_path):
+    from tinyevo.proxies import make_batch
+
+    rng = np.random.default_rng(0)
+    xs = rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8)
+    ys = rng.integers(0, 10, 40).astype(np.int64)
+    np.save(tmp_path / "train_x.npy", xs)
+    np.save(tmp_path / "train_y.npy", ys)
+    pd.DataFrame({"channel": [0], "mean": [0.5], "std": [0.25]}).to_parquet(tmp_path / "stats.parquet")
+    x, y = make_batch(tmp_path, 8, seed=3)
+    assert x.shape == (8, 1, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    x2, y2 = make_batch(tmp_path, 8, seed=3)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert batch_fingerprint(x, y) != batch_fingerprint(*make_batch(tmp_path, 8, seed=4))
+    # every sample is a distinct training image, normalised with the train stats
+    raw = torch.from_numpy(xs).permute(0, 3, 1, 2).float() / 255
+    idx = [int(torch.nonzero(((raw - 0.5) / 0.25 - s).abs().amax(dim=(1, 2, 3)) < 1e-5)[0]) for s in x]
+    assert len(set(idx)) == 8 and torch.equal(y, torch.from_numpy(ys[idx]))
+    with pytest.raises(ValueError, match="proxies.batch_size"):
+        make_batch(tmp_path, 41, seed=0)
+    with pytest.raises(ValueError, match="not found"):
+        make_batch(tmp_path / "nope", 8, seed=0)

@@ -14,6 +14,6 @@ try:
     score_shard(sm.input.candidates, os.path.dirname(sm.input.train_x), sm.output[0], int(sm.wildcards.i),
                 sm.params.shards, sm.params.proxies, sm.params.search_space, sm.params.device, sm.params.cache_dir,
                 threads=sm.threads)
-except (ValueError, FileNotFoundError) as exc:
+except (ValueError, FileNotFoundError, RuntimeError) as exc:
     log.error("%s", exc)
     sys.exit(1)

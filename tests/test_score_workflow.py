@@ -1,0 +1,61 @@
+"""End-to-end: the score + rank rules on the TINY config, then a re-run served from the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY, run_snakemake, write_yaml
+
+
+@pytest.mark.slow
+def test_score_and_rank_then_cache(tmp_path):
+    cfg = write_yaml(tmp_path / "tiny.yaml", TINY)
+    run_snakemake(tmp_path, cfg, ["results/rank/initial.parquet"])
+    res = tmp_path / "results"
+    cand = pd.read_parquet(res / "space/candidates.parquet")
+    ranked = pd.read_parquet(res / "rank/initial.parquet")
+    names = ["snip", "synflow", "jacob_cov"]
+    assert ranked["arch"].tolist() == cand["arch"].tolist()
+    for c in [*cand.columns, *names, *[f"z_{n}" for n in names], "avg", "rank"]:
+        assert c in ranked.columns, c
+    assert sorted(ranked["rank"]) == list(range(1, len(cand) + 1))
+    assert (ranked["jacob_cov"] <= -TINY["proxies"]["batch_size"] + 1e-3).all()
+    norm = pd.read_parquet(res / "rank/normalisation.parquet")
+    assert norm["proxy"].tolist() == names
+    assert np.allclose(norm["std"], [ranked[n].std(ddof=1) for n in names])
+    assert len(pd.read_parquet(res / "rank/spread.parquet")) == 3
+    assert not list((res / "scores/shards").glob("*.parquet")), "shard tables are temp()"
+    first = pd.read_parquet(res / "scores/initial.parquet")
+    assert not first["cache_hit"].any()
+    shard_logs = sorted((res / "logs/score").glob("shard_*.log"))
+    assert len(shard_logs) == TINY["scoring"]["shards"]
+
+    (res / "scores/initial.parquet").unlink()
+    run_snakemake(tmp_path, cfg, ["results/rank/initial.parquet"])
+    again = pd.read_parquet(res / "scores/initial.parquet")
+    assert again["cache_hit"].all()
+    pd.testing.assert_frame_equal(first.drop(columns="cache_hit"), again.drop(columns="cache_hit"))
+    total_hits = 0
+    for log in shard_logs:
+        text = log.read_text()
+        assert " 0 misses" in text, text[-2000:]
+        total_hits += int(text.split("cache: ")[1].split(" hits")[0])
+    assert total_hits == len(cand)
+    assert "0 scored" in (res / "logs/score/gather.log").read_text()
+    assert (pd.read_parquet(res / "rank/initial.parquet")["avg"].to_numpy() == ranked["avg"].to_numpy()).all()
+
+
+@pytest.mark.slow
+def test_empty_candidate_table_is_a_clear_error(tmp_path):
+    from tinyevo.proxies.stage import rank_stage, score_shard
+
+    cand = tmp_path / "candidates.parquet"
+    pd.DataFrame({"index": pd.Series([], dtype="int64"), "arch": pd.Series([], dtype="str")}).to_parquet(cand)
+    with pytest.raises(ValueError, match="empty"):
+        score_shard(cand, tmp_path, tmp_path / "s.parquet", 0, 1, {"names": ["snip"], "batch_size": 4, "seed": 0},
+                    {}, "cpu", tmp_path / "cache")
+    with pytest.raises(ValueError, match="empty"):
+        rank_stage(cand, cand, ["snip"], None, tmp_path / "r", tmp_path / "n", tmp_path / "s")
+    assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "r").exists()
