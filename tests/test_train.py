@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (shared cores)
+
 import logging
 
 import numpy as np
@@ -331,3 +334,21 @@ def test_snakemake_train_c(tmp_path, make_config, snakemake_run):
     assert not (tmp_path / "results/train/C/checkpoint.pt").exists()
     _, _, meta = load_model(tmp_path / "results/train/C/model.pt")
     assert meta["classes"] == list(range(10))
+
+
+def test_batch_of_one_joins_previous_batch():
+    from tinyevo.train.loop import batch_bounds
+
+    assert batch_bounds(33, 16) == [(0, 16), (16, 33)]
+    assert batch_bounds(32, 16) == [(0, 16), (16, 32)]
+    assert batch_bounds(1, 16) == [(0, 1)]
+    # a net whose head works on 1 x 1 maps: a lone sample in train-mode BN would fail
+    space = SearchSpace(resolution=4, in_channels=1, num_classes=4, stem_width=4, stem_stride=2, strides=(2,),
+                        head_width=8, kernel_size=3, round_divisor=4,
+                        alphabets={"repeats": (1,), "expansions": (1,), "channels": (4,)},
+                        grid={"structures": ((1,),), "expansions": ((1,),), "channels": ((4,),)})
+    torch.manual_seed(0)
+    model = build_torch(space.netspec(Genes((1,), (1,), (4,))))
+    x, y = toy_data(17, res=4)
+    hist = fit(model, (x, y), None, STATS, {**SETTINGS, "epochs": 1}, progress=False)
+    assert np.isfinite(hist["train_loss"].iloc[0])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (shared cores)
+
 import logging
 
 import numpy as np
@@ -64,7 +68,12 @@ def test_correlations_known_values():
     df["mid"] = [2, 1, 4, 3, 6, 5, 8, 7]
     mid = correlations(df, ["mid"]).iloc[0]
     assert mid["spearman"] == pytest.approx(1 - 48 / 504) and 1e-4 < mid["spearman_p"] < 0.01 and mid["signal"]
+    assert mid["kendall"] == pytest.approx(1 - 2 * 4 / 28) and mid["kendall_p"] < 0.05
     assert not correlations(df, ["mid"], max_p=1e-4)["signal"].iloc[0]
+    # 4 nets in perfect agreement: Spearman's p is 0, Kendall's exact p is 1/12 -> no signal
+    small = correlations(df.iloc[:4], ["up"]).iloc[0]
+    assert small["spearman"] == pytest.approx(1.0) and small["kendall_p"] == pytest.approx(1 / 12)
+    assert not small["signal"]
     assert not correlations(df, ["mid"], min_abs_rho=0.95)["signal"].iloc[0]
 
 

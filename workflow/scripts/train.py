@@ -3,6 +3,9 @@
 import os
 import sys
 
+# Idle OpenMP threads sleep instead of spinning (set before torch loads OpenMP): spinning threads
+# slow training down by orders of magnitude when other jobs share the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.dirname(snakemake.scriptdir))  # noqa: F821
 
 from tinyevo.runtime import log_header, set_threads, setup_logging  # noqa: E402

@@ -123,6 +123,11 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
         res = evolve(initial, ev, space, names, constraints, p, checkpoint_dir=checkpoint_dir,
                      key_extra=key_extra, progress=progress)
         ev.close()
+    # One cache part file per scored batch accumulates over the cycles: merge them now that this
+    # stage (the only writer at this point of the DAG) is done.
+    from tinyevo.proxies import ScoreCache
+
+    ScoreCache(cache_dir).compact()
     h = res.history
     selected = select_winners(h, names, constraints)  # raises before anything is written
     write_parquet(h, history_out)

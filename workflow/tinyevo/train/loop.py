@@ -148,6 +148,15 @@ def augment_batch(xb: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.T
     return out
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each training batch; a last batch of a single sample joins the one
+    before it (batch norm cannot normalise one sample on a 1 x 1 feature map)."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """Shuffling/augmentation generator of one epoch: a function of (seed, epoch) only, so a
     resumed run sees exactly the batches of an uninterrupted one."""
@@ -319,7 +328,8 @@ def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequenc
             log.info("resuming from %s after epoch %d of %d", checkpoint_path, start, s["epochs"])
 
     loss_fn = nn.CrossEntropyLoss()  # per-sample mean
-    steps = math.ceil(data.n / s["batch_size"])
+    bounds = batch_bounds(data.n, s["batch_size"])
+    steps = len(bounds)
     for epoch in range(start, s["epochs"]):
         t0 = time.perf_counter()
         gen = _epoch_generator(s["seed"], epoch)
@@ -331,7 +341,7 @@ def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequenc
         bar = _progress(total=steps, desc=f"epoch {epoch + 1}/{s['epochs']}", unit="batch",
                         disable=not progress)
         for b in range(steps):
-            idx = order[b * s["batch_size"]:(b + 1) * s["batch_size"]]
+            idx = order[bounds[b][0]:bounds[b][1]]
             xb, yb = data.get(idx)
             if s["augment"]:
                 xb = augment_batch(xb.cpu(), gen, s["flip"]).to(device)

@@ -83,8 +83,9 @@ def train_sampled(ranked_path: str, data_dir: str, i: int, k: int, seed: int, ep
 def correlations(trained: pd.DataFrame, measures: Sequence[str], min_abs_rho: float = 0.3,
                  max_p: float = 0.05) -> pd.DataFrame:
     """Spearman and Kendall correlation (with p-values) of each measure with ``test_acc``;
-    ``signal`` is |spearman| >= ``min_abs_rho`` and spearman p < ``max_p``. A constant column
-    gives NaN (and no signal)."""
+    ``signal`` is |spearman| >= ``min_abs_rho`` with both p-values < ``max_p`` (Kendall's p is
+    exact for small samples, where Spearman's t-approximation gives p = 0 for a perfect rank
+    agreement of even 3 nets). A constant column gives NaN (and no signal)."""
     from scipy import stats
 
     rows = []
@@ -99,7 +100,7 @@ def correlations(trained: pd.DataFrame, measures: Sequence[str], min_abs_rho: fl
             rho, rho_p, tau, tau_p = float(sp.statistic), float(sp.pvalue), float(kt.statistic), float(kt.pvalue)
         else:
             rho = rho_p = tau = tau_p = float("nan")
-        signal = bool(np.isfinite(rho) and abs(rho) >= min_abs_rho and rho_p < max_p)
+        signal = bool(np.isfinite(rho) and abs(rho) >= min_abs_rho and rho_p < max_p and tau_p < max_p)
         rows.append({"measure": m, "spearman": rho, "spearman_p": rho_p, "kendall": tau, "kendall_p": tau_p,
                      "n": n, "signal": signal})
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
@@ -120,7 +121,7 @@ def gather(parts: Sequence[str], proxies: Sequence[str], out_trained: str, out_c
         log.info("  %-10s spearman %+.3f (p %.3g)  kendall %+.3f (p %.3g)  %s", r.measure, r.spearman,
                  r.spearman_p, r.kendall, r.kendall_p, "SIGNAL" if r.signal else "no signal")
     with_signal = corr.loc[corr["signal"], "measure"].tolist()
-    crit = f"|spearman| >= {min_abs_rho} and p < {max_p}, n = {len(trained)}"
+    crit = f"|spearman| >= {min_abs_rho}, spearman and kendall p < {max_p}, n = {len(trained)}"
     if with_signal:
         log.info("measures that carry signal on this dataset (%s): %s", crit, ", ".join(with_signal))
     else:
