@@ -1,1 +1,132 @@
-# scenarios stage rules (see docs/ARCHITECTURE.md)
+# Stage 9: on-device learning scenarios (seed 004, section 4.3). One job per {scenario} in
+# scenarios.names and {variant} in scenarios.variants runs every repetition over the same seeded
+# streams: tybox / tinyol through the compiled harness of the generated C++ (buffer N_B / 1),
+# float with the trained float model and the same learning rule in Python. A gather per scenario
+# writes curves.parquet + summary.parquet; a separate plot rule draws mean +- std per variant.
+
+from tinyevo.scenarios import NET_OF as _SCEN_NET
+from tinyevo.scenarios import SCENARIOS as _SCENARIOS
+from tinyevo.scenarios import VARIANTS as _SCEN_VARIANTS
+from tinyevo.scenarios import ScenarioError as _ScenarioError
+from tinyevo.scenarios import check_scenarios as _check_scenarios
+
+SCEN_DIR = f"{RESULTS}/scenarios"
+_SCEN_DATA = f"{RESULTS}/data/{DATASET}"
+SCENARIO_NAMES = list(config["scenarios"]["names"])
+SCENARIO_VARIANTS = list(config["scenarios"]["variants"])
+
+# Bad scenario settings (change point beyond the stream, class ids the dataset lacks, ...) fail
+# here, before any job runs; data-dependent checks (held-out images) fail in the job.
+try:
+    _check_scenarios(config["scenarios"], config["search_space"]["num_classes"], config["tybox"]["lr"],
+                     config["tybox"]["loss"])
+except _ScenarioError as _exc:
+    raise WorkflowError(str(_exc)) from None
+
+
+def _scenario_inputs(wildcards):
+    net = _SCEN_NET[wildcards.scenario]
+    d = {
+        "data": [f"{_SCEN_DATA}/{s}_{a}.npy" for s in ("train", "val", "test") for a in ("x", "y")]
+        + [f"{_SCEN_DATA}/stats.parquet"],
+        "tflite": f"{RESULTS}/compress/{net}/fe_int8.tflite",
+    }
+    if wildcards.variant == "float":
+        d["model"] = f"{RESULTS}/train/{net}/model.pt"
+    else:
+        d["tybox"] = f"{RESULTS}/tybox/{net}/src"
+    return d
+
+
+def _scenario_settings(wildcards):
+    """The scenarios section without the other scenarios' sub-sections (so that changing one
+    scenario's settings re-runs only that scenario)."""
+    sc = config["scenarios"]
+    keep = {k: v for k, v in sc.items() if k not in _SCENARIOS and k not in ("names", "variants")}
+    keep[wildcards.scenario] = sc[wildcards.scenario]
+    return keep
+
+
+rule scenario_run:
+    """All repetitions of {scenario} for learner {variant} -> its accuracy curves."""
+    input:
+        unpack(_scenario_inputs),
+    output:
+        f"{SCEN_DIR}/{{scenario}}/runs/{{variant}}.parquet",
+    wildcard_constraints:
+        scenario="|".join(_SCENARIOS),
+        variant="|".join(_SCEN_VARIANTS),
+    params:
+        data_dir=_SCEN_DATA,
+        scenarios=_scenario_settings,
+        num_classes=config["search_space"]["num_classes"],
+        tybox=config["tybox"],
+        device=config["device"],
+        compute_device=config["compute"]["device"],
+    log:
+        log_of("scenarios", "{scenario}_{variant}"),
+    conda:
+        env("tf")
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    script:
+        "../scripts/scenario_run.py"
+
+
+rule scenario_gather:
+    """Curves of every variant of {scenario} + the summary (final accuracy mean / std)."""
+    input:
+        lambda wc: [f"{SCEN_DIR}/{wc.scenario}/runs/{v}.parquet" for v in SCENARIO_VARIANTS],
+    output:
+        curves=f"{SCEN_DIR}/{{scenario}}/curves.parquet",
+        summary=f"{SCEN_DIR}/{{scenario}}/summary.parquet",
+    wildcard_constraints:
+        scenario="|".join(_SCENARIOS),
+    params:
+        change_point=config["scenarios"]["change_point"],
+    log:
+        log_of("scenarios", "{scenario}_gather"),
+    conda:
+        env("core")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/scenario_gather.py"
+
+
+rule scenario_plot:
+    """Mean accuracy +- std per variant of {scenario}, change point marked."""
+    input:
+        curves=f"{SCEN_DIR}/{{scenario}}/curves.parquet",
+    output:
+        f"{SCEN_DIR}/{{scenario}}/curves.png",
+    wildcard_constraints:
+        scenario="|".join(_SCENARIOS),
+    params:
+        change_point=config["scenarios"]["change_point"],
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
+    log:
+        log_of("scenarios", "{scenario}_plot"),
+    conda:
+        env("core")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/scenario_plot.py"
+
+
+localrules:
+    scenario_gather,
+    scenario_plot,
+
+
+ALL_TARGETS.extend(
+    [f"{SCEN_DIR}/{s}/{f}" for s in SCENARIO_NAMES for f in ("summary.parquet", "curves.png")]
+)
