@@ -1,5 +1,6 @@
-# Shared helpers for every rule file. Each stage file appends its final outputs to ALL_TARGETS;
-# `rule all` (workflow/Snakefile) requests them.
+# Shared helpers for the stage files: functions only (`snakemake --lint` wants them apart from
+# the stage definitions). Each stage file appends its final outputs to ALL_TARGETS, which the
+# default target in the root Snakefile requests.
 
 ALL_TARGETS = []
 
@@ -11,3 +12,58 @@ def env(name):
 
 def log_of(stage, name="main"):
     return f"{RESULTS}/logs/{stage}/{name}.log"
+
+
+# ---- training (train.smk) ----------------------------------------------------------------------
+from tinyevo.train.classes import class_subset as _class_subset
+
+
+def _train_gpu():
+    """gpu=1 so a cluster profile puts the job on a GPU node; 0 when the config pins a non-CUDA
+    device. Snakemake limits `gpu` only when it is given on the command line or in a profile."""
+    return 0 if config["compute"]["device"] in ("cpu", "mps") else 1
+
+
+def _train_settings(epochs=None, seed=None):
+    """The `train` section as fit() settings; horizontal flips only for natural images."""
+    s = dict(config["train"])
+    s["flip"] = config["dataset"]["source"] in ("cifar10", "vww", "imagefolder")
+    if epochs is not None:
+        s["epochs"] = epochs
+    if seed is not None:
+        s["seed"] = seed
+    return s
+
+
+def _train_subset(wildcards):
+    """Classes, classifier outputs and label remapping of branch {net} (C-inc / C-src use the
+    scenario class lists; C / NC all classes, independent of the scenarios section)."""
+    return _class_subset(wildcards.net, config["search_space"]["num_classes"], config["scenarios"]).meta()
+
+
+# ---- scenarios (scenarios.smk) -----------------------------------------------------------------
+from tinyevo.scenarios import NET_OF as _SCEN_NET
+from tinyevo.scenarios import SCENARIOS as _SCENARIOS
+
+
+def _scenario_inputs(wildcards):
+    net = _SCEN_NET[wildcards.scenario]
+    d = {
+        "data": [f"{_SCEN_DATA}/{s}_{a}.npy" for s in ("train", "val", "test") for a in ("x", "y")]
+        + [f"{_SCEN_DATA}/stats.parquet"],
+        "tflite": f"{RESULTS}/compress/{net}/fe_int8.tflite",
+    }
+    if wildcards.variant == "float":
+        d["model"] = f"{RESULTS}/train/{net}/model.pt"
+    else:
+        d["tybox"] = f"{RESULTS}/tybox/{net}/src"
+    return d
+
+
+def _scenario_settings(wildcards):
+    """The scenarios section without the other scenarios' sub-sections (so that changing one
+    scenario's settings re-runs only that scenario)."""
+    sc = config["scenarios"]
+    keep = {k: v for k, v in sc.items() if k not in _SCENARIOS and k not in ("names", "variants")}
+    keep[wildcards.scenario] = sc[wildcards.scenario]
+    return keep

@@ -22,7 +22,6 @@ rule compress:
     wildcard_constraints:
         net="C|NC|C-inc|C-src",
     params:
-        data_dir=_COMPRESS_DATA,
         compress=config["compress"],
         device=config["device"],
         accounting=config["tybox"]["accounting"],
@@ -47,7 +46,8 @@ rule compress_plot:
         pruning=f"{COMPRESS_DIR}/{{net}}/pruning.parquet",
         summary=f"{COMPRESS_DIR}/{{net}}/summary.parquet",
     output:
-        f"{COMPRESS_DIR}/{{net}}/size_accuracy.png",
+        report(f"{COMPRESS_DIR}/{{net}}/size_accuracy.png", caption="../report/compress_size_accuracy.rst",
+               category="Compression", subcategory="{net}"),
     wildcard_constraints:
         net="C|NC|C-inc|C-src",
     params:

@@ -43,9 +43,9 @@ rule evolve_plots:
     input:
         history=f"{EVO_DIR}/history.parquet",
     output:
-        best=EVO_PLOTS[0],
-        scatter=EVO_PLOTS[1],
-        feasible=EVO_PLOTS[2],
+        best=report(EVO_PLOTS[0], caption="../report/evolution_best_avg.rst", category="Evolution"),
+        scatter=report(EVO_PLOTS[1], caption="../report/evolution_avg_vs_macs.rst", category="Evolution"),
+        feasible=report(EVO_PLOTS[2], caption="../report/evolution_feasible_share.rst", category="Evolution"),
     params:
         constraints=config["constraints"],
         style=config["report"]["style"],

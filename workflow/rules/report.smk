@@ -1,1 +1,106 @@
-# report stage rules (see docs/ARCHITECTURE.md)
+# Stage 10: the report. Every table of the run is rendered to HTML (rule report_table) and every
+# plot rule marks its PNGs with report(); `snakemake --report results/report.html` (make report)
+# collects them with the captions in workflow/report/. Plot style/dpi (report.*) only reach the
+# plot rules, so changing them re-runs plots and report tables' consumers, never a computation.
+
+# name -> (category, Parquet table, caption)
+REPORT_TABLES = {
+    "data_stats": ("Data", f"{RESULTS}/data/{DATASET}/stats.parquet",
+                   "Per-channel mean and standard deviation (on the [0, 1] scale) of the train split; every "
+                   "stage normalises its inputs with these values."),
+    "data_manifest": ("Data", f"{RESULTS}/data/{DATASET}/manifest.parquet",
+                      "One row per image: its index in the split's array, label, split and source id/path."),
+    "space_candidates": ("Space", f"{RESULTS}/space/candidates.parquet",
+                         "The initial population: architecture string, genes, parameters, MACs per image, peak "
+                         "int8 activation SRAM (largest pair of consecutive activations), int8 flash, feature "
+                         "size F, one ok_<limit> flag per configured constraint and feasible (all hold)."),
+    "rank_initial": ("Proxies", RANK_OUTPUTS["ranked"],
+                     "Zero-cost proxy scores of every initial net, their z-scores (sample std over the "
+                     "population) and AVG, the mean of the z-scores; rank 1 is the best AVG. Larger is better "
+                     "for every proxy."),
+    "rank_spread": ("Proxies", RANK_OUTPUTS["spread"],
+                    "Spread of each proxy over the population (mean, std, min, max, coefficient of variation). "
+                    "A (near) zero cv means the proxy cannot tell the nets apart, as happened to synflow and "
+                    "jacob_cov in the paper."),
+    "rank_normalisation": ("Proxies", RANK_OUTPUTS["norm"],
+                           "Mean and standard deviation used to standardise each proxy (also for the children "
+                           "of the evolution) and its weight in AVG."),
+    "evolution_selected": ("Evolution", f"{RESULTS}/evolution/selected.parquet",
+                           "Best constrained (C) and unconstrained (NC) nets by AVG before evolution (initial "
+                           "population) and after (whole history): the paper's Table 1/4."),
+    "evolution_history": ("Evolution", f"{RESULTS}/evolution/history.parquet",
+                          "Every net the search saw: the initial nets (cycle 0) and one row per child with its "
+                          "parent, the mutation (gene, stage, old and new value), proxies, AVG, costs and "
+                          "feasibility."),
+    "evolution_population": ("Evolution", f"{RESULTS}/evolution/population.parquet",
+                             "The population after the last cycle (the youngest nets)."),
+    "train_C_metrics": ("Training", f"{RESULTS}/train/C/metrics.parquet",
+                        "Final and best test accuracy of the constrained winner C."),
+    "train_C_history": ("Training", f"{RESULTS}/train/C/history.parquet",
+                        "Per-epoch train/test loss (per-sample mean) and accuracy, learning rate and seconds of C."),
+    "train_NC_metrics": ("Training", f"{RESULTS}/train/NC/metrics.parquet",
+                         "Final and best test accuracy of the unconstrained winner NC."),
+    "train_NC_history": ("Training", f"{RESULTS}/train/NC/history.parquet",
+                         "Per-epoch train/test loss and accuracy of NC."),
+    "train_C_confusion": ("Training", f"{RESULTS}/train/C/confusion.parquet",
+                          "Confusion matrix of C on the test split in long format (true class, predicted class, count)."),
+    "validation_correlations": ("Validation", f"{RESULTS}/validation/correlations.parquet",
+                                "Spearman and Kendall rank correlation (with p-values) of each proxy, AVG, params "
+                                "and MACs with the test accuracy of briefly trained random nets: which measures "
+                                "carry signal on this dataset."),
+    "validation_trained": ("Validation", f"{RESULTS}/validation/trained.parquet",
+                           "The sampled nets with their proxy scores, costs and test accuracy."),
+    "compress_pruning": ("Compression", f"{RESULTS}/compress/C/pruning.parquet",
+                         "Every structured-pruning step of C (the thesis's Table 2): layer, filters kept/total, "
+                         "parameters, feature size F, size and accuracy, and whether its TyBox buffer fits."),
+    "compress_summary": ("Compression", f"{RESULTS}/compress/C/summary.parquet",
+                         "Baseline float, chosen pruned float, and pruned int8 feature extractor + float classifier: "
+                         "size (weights + activations), share of the baseline and test accuracy (the thesis's Table 1)."),
+    "tybox_memory": ("TyBox", f"{RESULTS}/tybox/C/memory.parquet",
+                     "The memory model of the generated C++ term by term (FE weights, activation arena, classifier, "
+                     "buffer of N_B samples), predicted and measured from the compiled object (size/nm)."),
+    **{
+        f"scenario_{s}": ("Scenarios", f"{RESULTS}/scenarios/{s}/summary.parquet",
+                          f"{s.replace('_', ' ')}: final accuracy (mean and std over the repetitions) of each "
+                          "variant (tybox, tinyol, float), with the accuracy at the start, just before the change "
+                          "point and its lowest point after it.")
+        for s in config["scenarios"]["names"]
+    },
+}
+
+
+rule report_table:
+    """A Parquet table rendered as HTML for the report."""
+    input:
+        lambda wildcards: REPORT_TABLES[wildcards.table][1],
+    output:
+        report(
+            f"{RESULTS}/report/tables/{{section}}/{{table}}.html",
+            caption="../report/table.rst",
+            category="{section}",
+            labels={"table": "{table}"},
+        ),
+    wildcard_constraints:
+        section="[A-Za-z]+",
+        table="[A-Za-z0-9_-]+",
+    params:
+        title=lambda wildcards: wildcards.table.replace("_", " "),
+        caption=lambda wildcards: REPORT_TABLES[wildcards.table][2],
+        max_rows=2000,
+    log:
+        log_of("report", "{section}_{table}"),
+    conda:
+        env("core")
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/report_table.py"
+
+
+localrules:
+    report_table,
+
+
+REPORT_TABLE_FILES = [f"{RESULTS}/report/tables/{sec}/{name}.html" for name, (sec, _, _) in REPORT_TABLES.items()]
+ALL_TARGETS.extend(REPORT_TABLE_FILES)

@@ -4,8 +4,6 @@
 # float with the trained float model and the same learning rule in Python. A gather per scenario
 # writes curves.parquet + summary.parquet; a separate plot rule draws mean +- std per variant.
 
-from tinyevo.scenarios import NET_OF as _SCEN_NET
-from tinyevo.scenarios import SCENARIOS as _SCENARIOS
 from tinyevo.scenarios import VARIANTS as _SCEN_VARIANTS
 from tinyevo.scenarios import ScenarioError as _ScenarioError
 from tinyevo.scenarios import check_scenarios as _check_scenarios
@@ -22,29 +20,6 @@ try:
                      config["tybox"]["loss"])
 except _ScenarioError as _exc:
     raise WorkflowError(str(_exc)) from None
-
-
-def _scenario_inputs(wildcards):
-    net = _SCEN_NET[wildcards.scenario]
-    d = {
-        "data": [f"{_SCEN_DATA}/{s}_{a}.npy" for s in ("train", "val", "test") for a in ("x", "y")]
-        + [f"{_SCEN_DATA}/stats.parquet"],
-        "tflite": f"{RESULTS}/compress/{net}/fe_int8.tflite",
-    }
-    if wildcards.variant == "float":
-        d["model"] = f"{RESULTS}/train/{net}/model.pt"
-    else:
-        d["tybox"] = f"{RESULTS}/tybox/{net}/src"
-    return d
-
-
-def _scenario_settings(wildcards):
-    """The scenarios section without the other scenarios' sub-sections (so that changing one
-    scenario's settings re-runs only that scenario)."""
-    sc = config["scenarios"]
-    keep = {k: v for k, v in sc.items() if k not in _SCENARIOS and k not in ("names", "variants")}
-    keep[wildcards.scenario] = sc[wildcards.scenario]
-    return keep
 
 
 rule scenario_run:
@@ -103,7 +78,8 @@ rule scenario_plot:
     input:
         curves=f"{SCEN_DIR}/{{scenario}}/curves.parquet",
     output:
-        f"{SCEN_DIR}/{{scenario}}/curves.png",
+        report(f"{SCEN_DIR}/{{scenario}}/curves.png", caption="../report/scenario_curves.rst",
+               category="Scenarios", subcategory="{scenario}"),
     wildcard_constraints:
         scenario="|".join(_SCENARIOS),
     params:

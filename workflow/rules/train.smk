@@ -1,8 +1,6 @@
 # Stage 6: training the evolution winners (and their class-subset branches), and validating the
 # zero-cost proxies by training a random sample of the initial population.
 
-from tinyevo.train.classes import class_subset as _class_subset
-
 TRAIN_DIR = f"{RESULTS}/train"
 VALIDATION_DIR = f"{RESULTS}/validation"
 _TRAIN_DATA = f"{RESULTS}/data/{DATASET}"
@@ -12,29 +10,6 @@ _TRAIN_DATA_FILES = [f"{_TRAIN_DATA}/{s}_{a}.npy" for s in ("train", "test") for
 _TRAIN_NET_RE = "C|NC|C-inc|C-src"
 # Measures correlated with accuracy in the proxy validation (same order as tinyevo.train.validation).
 VALIDATION_MEASURES = [*config["proxies"]["names"], "avg", "params", "macs"]
-
-
-def _train_gpu():
-    """gpu=1 so a cluster profile puts the job on a GPU node; 0 when the config pins a non-CUDA
-    device. Snakemake limits `gpu` only when it is given on the command line or in a profile."""
-    return 0 if config["compute"]["device"] in ("cpu", "mps") else 1
-
-
-def _train_settings(epochs=None, seed=None):
-    """The `train` section as fit() settings; horizontal flips only for natural images."""
-    s = dict(config["train"])
-    s["flip"] = config["dataset"]["source"] in ("cifar10", "vww", "imagefolder")
-    if epochs is not None:
-        s["epochs"] = epochs
-    if seed is not None:
-        s["seed"] = seed
-    return s
-
-
-def _train_subset(wildcards):
-    """Classes, classifier outputs and label remapping of branch {net} (C-inc / C-src use the
-    scenario class lists; C / NC all classes, independent of the scenarios section)."""
-    return _class_subset(wildcards.net, config["search_space"]["num_classes"], config["scenarios"]).meta()
 
 
 rule train:
@@ -50,7 +25,6 @@ rule train:
     wildcard_constraints:
         net=_TRAIN_NET_RE,
     params:
-        data_dir=_TRAIN_DATA,
         train=_train_settings(),
         search_space=config["search_space"],
         classes=_train_subset,
@@ -75,7 +49,8 @@ rule plot_training:
     input:
         history=f"{TRAIN_DIR}/{{net}}/history.parquet",
     output:
-        f"{TRAIN_DIR}/{{net}}/curve.png",
+        report(f"{TRAIN_DIR}/{{net}}/curve.png", caption="../report/training_curve.rst", category="Training",
+               subcategory="{net}"),
     wildcard_constraints:
         net=_TRAIN_NET_RE,
     params:
@@ -103,7 +78,6 @@ rule validate_net:
     wildcard_constraints:
         i=r"\d+",
     params:
-        data_dir=_TRAIN_DATA,
         nets=config["validation"]["nets"],
         epochs=config["validation"]["epochs"],
         seed=config["validation"]["seed"],
@@ -154,7 +128,10 @@ rule plot_validation:
         trained=f"{VALIDATION_DIR}/trained.parquet",
         correlations=f"{VALIDATION_DIR}/correlations.parquet",
     output:
-        expand(f"{VALIDATION_DIR}/scatter_{{measure}}.png", measure=VALIDATION_MEASURES),
+        [
+            report(p, caption="../report/validation_scatter.rst", category="Validation")
+            for p in expand(f"{VALIDATION_DIR}/scatter_{{measure}}.png", measure=VALIDATION_MEASURES)
+        ],
     params:
         measures=VALIDATION_MEASURES,
         style=config["report"]["style"],

@@ -6,7 +6,7 @@ from tinyevo.runtime import log_header, set_threads, setup_logging  # noqa: E402
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
-log_header(log, "compress", {"net": sm.wildcards.net, "model": sm.input.model, "data": sm.params.data_dir,
+log_header(log, "compress", {"net": sm.wildcards.net, "model": sm.input.model, "data": os.path.dirname(sm.input.data[0]),
                              "compress": dict(sm.params.compress), "device (MCU)": dict(sm.params.device),
                              "accounting": sm.params.accounting, "torch device": sm.params.compute_device,
                              "threads": sm.threads})
@@ -14,6 +14,6 @@ set_threads(sm.threads)
 
 from tinyevo.compress.stage import run_compress  # noqa: E402
 
-run_compress(sm.input.model, sm.params.data_dir, sm.wildcards.net, sm.params.compress, sm.params.device,
+run_compress(sm.input.model, os.path.dirname(sm.input.data[0]), sm.wildcards.net, sm.params.compress, sm.params.device,
              sm.params.compute_device, sm.params.seed, sm.output.pruning, sm.output.summary, sm.output.tflite,
              sm.output.classifier, sm.output.model, accounting=sm.params.accounting, logger=log)

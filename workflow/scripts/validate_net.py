@@ -19,7 +19,7 @@ log_header(log, "validation", {"sample": f"{int(sm.wildcards.i) + 1}/{sm.params.
 
 from tinyevo.train.validation import train_sampled  # noqa: E402
 
-train_sampled(ranked_path=sm.input.ranked, data_dir=sm.params.data_dir, i=int(sm.wildcards.i), k=sm.params.nets,
+train_sampled(ranked_path=sm.input.ranked, data_dir=os.path.dirname(sm.input.data[0]), i=int(sm.wildcards.i), k=sm.params.nets,
               seed=sm.params.seed, epochs=sm.params.epochs, proxies=sm.params.proxies,
               search_space=sm.params.search_space, settings=sm.params.train, device=sm.params.device,
               amp=sm.params.amp, out=sm.output[0], logger=log)
