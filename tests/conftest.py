@@ -94,3 +94,57 @@ def run_snakemake(workdir: Path, configfile: Path, targets=(), extra=(), check=T
 @pytest.fixture
 def snakemake_run():
     return run_snakemake
+
+
+# --- one full TINY pipeline run per test session, shared by every test (and xdist worker) ---
+
+TINY_PIPELINE_TIMEOUT = 3600  # seconds for the full TINY run (2 shared cores)
+
+
+def _tiny_pipeline_root(tmp_path_factory) -> Path:
+    """Under pytest-xdist every worker's basetemp is <session dir>/popen-gwN, so the parent is the
+    one directory the workers of this session share. Without xdist the parent is shared by
+    *every* session of the user (pytest-of-<user>), so a stale run would be reused: the session's
+    own basetemp is used instead."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "tiny_pipeline"
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """Path of a work directory holding ``config.yaml`` (TINY) and the ``results/`` +
+    ``.snakemake/`` of ONE full run of the default target ``all``, made once per test session
+    (the first xdist worker runs it under a file lock; the others wait and reuse it; a failure is
+    recorded so the others fail at once with the same message). Read-only for the tests: a test
+    that changes the tree copies it first (:func:`copy_pipeline`)."""
+    from filelock import FileLock
+
+    root = _tiny_pipeline_root(tmp_path_factory)
+    root.mkdir(parents=True, exist_ok=True)
+    work, done, failed = root / "work", root / "DONE", root / "FAILED"
+    with FileLock(str(root / "lock"), timeout=TINY_PIPELINE_TIMEOUT + 600):
+        if failed.exists():
+            pytest.fail(f"the shared TINY pipeline run failed (in another worker):\n{failed.read_text()}")
+        if not done.exists():
+            if work.exists():  # a previous attempt died mid-run: start clean
+                import shutil
+
+                shutil.rmtree(work)
+            work.mkdir()
+            config = write_yaml(work / "config.yaml", TINY)
+            try:
+                run_snakemake(work, config, targets=["all"], timeout=TINY_PIPELINE_TIMEOUT)
+            except (AssertionError, subprocess.TimeoutExpired) as exc:
+                failed.write_text(str(exc))
+                pytest.fail(f"the shared TINY pipeline run failed:\n{exc}")
+            done.write_text("ok\n")
+    return work
+
+
+def copy_pipeline(src: Path, dst: Path) -> Path:
+    """Copy a pipeline work directory with its ``.snakemake`` metadata and the files' mtimes, so
+    Snakemake's rerun triggers (mtime, params, input, code) see the copy as up to date."""
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
+    return dst

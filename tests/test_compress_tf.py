@@ -224,11 +224,11 @@ def test_run_compress_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_snakemake_compress_tiny(tmp_path, make_config, snakemake_run):
+def test_snakemake_compress_tiny(tiny_pipeline):
+    """Outputs of the compress rule in the shared TINY pipeline run (tests/conftest.py)."""
     import pandas as pd
 
-    _, cfg = make_config({})
-    snakemake_run(tmp_path, cfg, ["results/compress/C/summary.parquet"])
+    tmp_path = tiny_pipeline
     s = pd.read_parquet(tmp_path / "results/compress/C/summary.parquet")
     assert list(s["model"]) == ["baseline_float", "pruned_float", "pruned_int8_fe"]
     assert (tmp_path / "results/compress/C/fe_int8.tflite").is_file()

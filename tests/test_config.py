@@ -133,8 +133,16 @@ def test_dry_run_builds_dag(name, tmp_path):
     path = REPO / "config" / f"{name}.yaml"
     if not path.exists():
         pytest.skip(f"{path.name} not present")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(path)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", str(path)], cwd=REPO,
                           capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Job stats" in out or "Nothing to be done" in out, out
+
+
+def test_command_line_override_is_named(tmp_path):
+    p = write_yaml(tmp_path / "c.yaml", {"seed": 1})
+    cfg, _ = load_config([p], overrides={"train": {"epochs": 3}})
+    assert cfg["train"]["epochs"] == 3 and cfg["seed"] == 1
+    with pytest.raises(ConfigError, match=r"'train.epochs' \(set with --config on the command line\)"):
+        load_config([p], overrides={"train": {"epochs": 0}})

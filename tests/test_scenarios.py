@@ -267,11 +267,11 @@ def test_transfer_learns_with_a_fresh_classifier(setup):
 
 
 @pytest.mark.slow
-def test_workflow_concept_drift_end_to_end(tmp_path):
-    """TINY config through the whole DAG up to the concept-drift summary and plot."""
-    cfg = write_yaml(tmp_path / "config.yaml", TINY)
+def test_workflow_concept_drift_end_to_end(tiny_pipeline):
+    """TINY config through the whole DAG (the shared run of tests/conftest.py) up to the
+    concept-drift summary and plot."""
+    tmp_path = tiny_pipeline
     targets = ["results/scenarios/concept_drift/summary.parquet", "results/scenarios/concept_drift/curves.png"]
-    run_snakemake(tmp_path, cfg, targets, timeout=3600)
     summary = pd.read_parquet(tmp_path / targets[0])
     assert summary["variant"].tolist() == ["tybox", "tinyol", "float"]
     assert (summary["repetitions"] == TINY["scenarios"]["repetitions"]).all()

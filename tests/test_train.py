@@ -324,9 +324,9 @@ def test_run_training_bad_selection(tmp_path):
 
 
 @pytest.mark.slow
-def test_snakemake_train_c(tmp_path, make_config, snakemake_run):
-    _, cfgfile = make_config()
-    snakemake_run(tmp_path, cfgfile, ["results/train/C/metrics.parquet", "results/train/C/curve.png"])
+def test_snakemake_train_c(tiny_pipeline):
+    """Outputs of the train rule in the shared TINY pipeline run (tests/conftest.py)."""
+    tmp_path = tiny_pipeline
     metrics = pd.read_parquet(tmp_path / "results/train/C/metrics.parquet")
     hist = pd.read_parquet(tmp_path / "results/train/C/history.parquet")
     assert len(hist) == 2 and 0 <= metrics["final_test_acc"].iloc[0] <= 1

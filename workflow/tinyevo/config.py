@@ -132,7 +132,19 @@ def _describe(err) -> str:
     return err.message
 
 
-def validate(config: dict, docs: Sequence[tuple[str, CommentedMap]] = ()) -> dict:
+def _in_mapping(m: Any, path: Sequence[Any]) -> bool:
+    for key in path:
+        if isinstance(m, Mapping) and key in m:
+            m = m[key]
+        elif isinstance(m, (list, tuple)) and isinstance(key, int) and key < len(m):
+            m = m[key]
+        else:
+            return False
+    return True
+
+
+def validate(config: dict, docs: Sequence[tuple[str, CommentedMap]] = (),
+             overrides: Mapping[str, Any] | None = None) -> dict:
     """Validate ``config`` in place (defaults filled) and return it.
 
     ``docs`` are the (filename, round-trip document) pairs the config came from; they are only
@@ -149,7 +161,9 @@ def validate(config: dict, docs: Sequence[tuple[str, CommentedMap]] = ()) -> dic
                 if extra:
                     path = path + [extra[0]]
             where = ""
-            for fname, doc in reversed(list(docs)):
+            if overrides and _in_mapping(overrides, path):
+                where = " (set with --config on the command line)"
+            for fname, doc in ([] if where else reversed(list(docs))):
                 ln = _line_of(doc, path)
                 if ln is not None:
                     where = f" ({fname}, line {ln})"
@@ -244,7 +258,7 @@ def load_config(
         _merge(merged, copy.deepcopy(d))
     if overrides:
         _merge(merged, overrides)
-    cfg = validate(_to_plain(merged), docs)
+    cfg = validate(_to_plain(merged), docs, overrides)
     _fill_doc(merged, cfg)
     return cfg, merged
 
