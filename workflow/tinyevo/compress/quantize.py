@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyevo.int8 import convert_int8  # noqa: F401  (re-exported: the stage converts here)
+
 
 def representative_indices(n_available: int, n: int, seed: int) -> np.ndarray:
     """``n`` distinct training indices drawn with ``seed`` (all of them when fewer exist), sorted."""
@@ -22,27 +24,6 @@ def representative_indices(n_available: int, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     k = min(int(n), int(n_available))
     return np.sort(rng.choice(n_available, size=k, replace=False))
-
-
-def convert_int8(fe_model, representative: np.ndarray) -> bytes:
-    """Full-integer int8 ``.tflite`` bytes of a Keras feature extractor. ``representative``:
-    float32 NHWC normalised images (the calibration set, fed one image at a time)."""
-    import tensorflow as tf
-
-    rep = np.asarray(representative, dtype=np.float32)
-    if rep.ndim != 4 or len(rep) == 0:
-        raise ValueError(f"representative dataset must be a non-empty NHWC array, got shape {rep.shape}")
-    def gen():
-        for i in range(len(rep)):
-            yield [rep[i:i + 1]]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(fe_model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = gen
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return bytes(conv.convert())
 
 
 @dataclass(frozen=True)

@@ -92,20 +92,11 @@ def build_fe(kind: str = "residual", resolution: int = 16, channels: int = 1, se
 
 def to_int8_tflite(fe, images: np.ndarray) -> bytes:
     """Full-integer int8 conversion (int8 input and output) with ``images`` (float32 NHWC) as
-    the representative dataset."""
-    import tensorflow as tf
+    the representative dataset: the compression stage's converter, so tests exercise the same
+    settings the pipeline uses."""
+    from tinyevo.int8 import convert_int8
 
-    def rep():
-        for i in range(len(images)):
-            yield [images[i:i + 1].astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(fe)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+    return convert_int8(fe, np.asarray(images, dtype=np.float32))
 
 
 def random_images(n: int, resolution: int, channels: int, seed: int = 0) -> np.ndarray:
