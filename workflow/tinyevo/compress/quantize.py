@@ -36,14 +36,18 @@ class Int8FE:
     """A LiteRT interpreter over an int8 feature extractor (bytes or a path)."""
 
     def __init__(self, model: bytes | str | os.PathLike, num_threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        # LiteRT's builtin int8 kernels without the default XNNPACK delegate: XNNPACK refused
+        # ("failed to create XNNPACK runtime") a pruned int8 feature extractor of the default run.
+        kw = dict(num_threads=num_threads,
+                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         if isinstance(model, (bytes, bytearray)):
-            self._it = Interpreter(model_content=bytes(model), num_threads=num_threads)
+            self._it = Interpreter(model_content=bytes(model), **kw)
         else:
             if not os.path.isfile(model):
                 raise FileNotFoundError(f"int8 feature extractor not found: {model}")
-            self._it = Interpreter(model_path=str(model), num_threads=num_threads)
+            self._it = Interpreter(model_path=str(model), **kw)
         self._it.allocate_tensors()
         self._batch = 1
         self.input_detail = self._it.get_input_details()[0]
