@@ -135,9 +135,15 @@ def export_int8(model, train_x_norm: np.ndarray, test: tuple[np.ndarray, np.ndar
         t_logits = model(torch.from_numpy(probe.transpose(0, 3, 1, 2).copy())).numpy()
     k_logits = np.asarray(kmodel(probe, training=False))
     diff = float(np.abs(t_logits - k_logits).max()) if len(probe) else 0.0
-    log.info("Keras export: max |logit diff| vs torch on %d test images = %.2e", len(probe), diff)
-    if diff > 1e-3:
-        raise RuntimeError(f"the Keras export differs from the torch model by {diff:.3g} in the logits")
+    scale = max(1.0, float(np.abs(t_logits).max())) if len(probe) else 1.0
+    log.info("Keras export: max |logit diff| vs torch on %d test images = %.2e (largest |logit| %.3g)",
+             len(probe), diff, scale)
+    # Float32 sums in another order (oneDNN vs torch) differ in the last bits; a trained net's
+    # logits reach tens, so the check is relative to their size. A real export bug (a layout, a
+    # padding, BN statistics) gives differences of the order of the logits themselves.
+    if diff > 1e-3 * scale:
+        raise RuntimeError(f"the Keras export differs from the torch model by {diff:.3g} in the logits "
+                           f"(largest |logit| {scale:.3g})")
     fe, clf = split_keras(kmodel)
     idx = representative_indices(len(train_x_norm), representative_samples, seed)
     tfl = convert_int8(fe, train_x_norm[idx])
