@@ -84,7 +84,7 @@ def stage_wall(cores_list, nets, threads):
             shutil.rmtree(work / "results/cache", ignore_errors=True)
             shutil.rmtree(work / "results/scores", ignore_errors=True)
             t0 = time.perf_counter()
-            subprocess.run(base + ["--cores", str(cores), "--rerun-triggers", "mtime",
+            subprocess.run(base + ["--cores", str(cores), "--rerun-triggers=mtime",
                                    "results/scores/initial.parquet"], check=True)
             out[cores] = time.perf_counter() - t0
     finally:
