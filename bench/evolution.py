@@ -6,7 +6,7 @@ history (all nets, and children only), the wall time per cycle and the share of 
 scoring (the real proxy scorer). The initial population is scored once; every run starts from
 a copy of that score cache, so a run never profits from children scored by an earlier run.
 
-    python bench/evolution.py                      # default config: 512 nets, 500 cycles, 3 seeds
+    python bench/evolution.py --jobs 2             # default config: 512 nets, 500 cycles, 3 seeds, 2 runs at a time
     python bench/evolution.py --population-size 64 --cycles 40 --batch-size 16   # reduced
 
 Reductions (``--population-size`` starts from a seeded random subset of the configured initial
@@ -17,9 +17,11 @@ input) are printed with the results. Writes ``<workdir>/runs.csv`` and ``<workdi
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +47,9 @@ def parse_args(argv=None):
                     help="evolve from a seeded random subset of this many of the configured initial nets")
     ap.add_argument("--batch-size", type=int, default=None, help="proxy batch size (default: the config's)")
     ap.add_argument("--resolution", type=int, default=None, help="input resolution (default: the config's)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at the same time (worker processes); timings are then taken side by side")
     ap.add_argument("--device", default=None, help="default: compute.device of the config")
     ap.add_argument("--workdir", default=str(REPO / "results" / "bench" / "evolution"))
     return ap.parse_args(argv)
@@ -89,35 +93,21 @@ def main(argv=None) -> pd.DataFrame:
 
     scorer_args = {"search_space": cfg["search_space"], "names": names, "data_dir": str(data_dir),
                    "batch_size": int(pcfg["batch_size"]), "seed": int(pcfg["seed"]), "device": device}
-    rows = []
-    for seed in a.seeds:
-        for mode in ("post_hoc", "penalty"):
-            run_dir = work / "runs" / f"{mode}-seed{seed}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            shutil.copytree(init_cache, run_dir / "cache")  # cold start: only the initial scores
-            evo = {**cfg["evolution"], "cycles": cycles, "constraints": mode, "seed": seed}
-            p = EvolutionParams.from_config(evo)
-            workers = min(a.threads, p.children_per_cycle)
-            with ProxyEvaluator({**scorer_args, "cache_dir": str(run_dir / "cache")}, norm, workers=workers,
-                                threads=a.threads) as ev:
-                res = evolve(ranked, ev, space, names, cfg["constraints"], p)
-                ev.close()
-            h = res.history
-            write_parquet(h, run_dir / "history.parquet")
-            kids = h[h["cycle"] > 0]
-            feas = h[h["feasible"]]
-            t = res.timings
-            rows.append({
-                "mode": mode, "seed": seed, "cycles": cycles, "nets": len(h),
-                "best_feasible_avg": float(feas["avg"].max()) if len(feas) else np.nan,
-                "best_feasible_avg_initial": float(h.loc[(h["cycle"] == 0) & h["feasible"], "avg"].max()),
-                "feasible_share_history": float(h["feasible"].mean()),
-                "feasible_share_children": float(kids["feasible"].mean()) if len(kids) else np.nan,
-                "duplicates": int(h["cache_hit"].sum()),
-                "s_per_cycle": t["total_s"] / max(t["cycles"], 1),
-                "scoring_share": t["scoring_s"] / max(t["total_s"], 1e-12),
-            })
-            log.info("%s", rows[-1])
+    # longest runs first (post_hoc drifts to large nets), so a pool of --jobs workers stays balanced
+    jobs = [{"mode": mode, "seed": seed, "cycles": cycles, "evolution": cfg["evolution"],
+             "constraints": cfg["constraints"], "search_space": cfg["search_space"], "names": names,
+             "ranked": ranked, "norm": norm, "scorer_args": scorer_args, "init_cache": str(init_cache),
+             "run_dir": str(work / "runs" / f"{mode}-seed{seed}"), "threads": a.threads}
+            for mode in ("post_hoc", "penalty") for seed in a.seeds]
+    if a.jobs > 1:
+        # spawn, not fork: this process has already run torch (the initial scoring)
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=a.jobs, mp_context=ctx) as pool:
+            rows = list(pool.map(run_one, jobs))
+    else:
+        rows = [run_one(j) for j in jobs]
+    for r in rows:
+        r["concurrent_runs"] = a.jobs
     runs = pd.DataFrame(rows)
     summary = runs.groupby("mode")[["best_feasible_avg", "feasible_share_history", "feasible_share_children",
                                     "s_per_cycle", "scoring_share"]].agg(["mean", "std"])
@@ -128,12 +118,47 @@ def main(argv=None) -> pd.DataFrame:
           f"{len(space.initial_population())}), {cycles} cycles, "
           f"S={cfg['evolution']['sample_size']}, B={cfg['evolution']['children_per_cycle']}, proxies {names}, "
           f"batch {pcfg['batch_size']}, {cfg['dataset']['resolution']} px, limits "
-          f"{ {k: v for k, v in cfg['constraints'].items() if v is not None} }, device {device}, threads {a.threads}")
+          f"{ {k: v for k, v in cfg['constraints'].items() if v is not None} }, device {device}, threads {a.threads} per run, {a.jobs} run(s) at a time")
     print(f"initial scoring: {t_init:.1f} s for {len(cand)} nets\n")
     print(runs.to_markdown(index=False, floatfmt=".4g") if _has_tabulate() else runs.to_string(index=False))
     print()
     print(summary.to_string())
     return runs
+
+
+def run_one(job: dict) -> dict:
+    """One evolution run (mode, seed) from a cold copy of the initial score cache."""
+    set_threads(job["threads"])
+    log = setup_logging()
+    space = space_from_config({"search_space": job["search_space"]})
+    run_dir = Path(job["run_dir"])
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(job["init_cache"], run_dir / "cache")  # cold start: only the initial scores
+    evo = {**job["evolution"], "cycles": job["cycles"], "constraints": job["mode"], "seed": job["seed"]}
+    p = EvolutionParams.from_config(evo)
+    workers = min(job["threads"], p.children_per_cycle)
+    with ProxyEvaluator({**job["scorer_args"], "cache_dir": str(run_dir / "cache")}, job["norm"],
+                        workers=workers, threads=job["threads"]) as ev:
+        res = evolve(job["ranked"], ev, space, job["names"], job["constraints"], p)
+        ev.close()
+    h = res.history
+    write_parquet(h, run_dir / "history.parquet")
+    kids = h[h["cycle"] > 0]
+    feas = h[h["feasible"]]
+    t = res.timings
+    row = {
+        "mode": job["mode"], "seed": job["seed"], "cycles": job["cycles"], "nets": len(h),
+        "best_feasible_avg": float(feas["avg"].max()) if len(feas) else np.nan,
+        "best_feasible_avg_initial": float(h.loc[(h["cycle"] == 0) & h["feasible"], "avg"].max()),
+        "feasible_share_history": float(h["feasible"].mean()),
+        "feasible_share_children": float(kids["feasible"].mean()) if len(kids) else np.nan,
+        "duplicates": int(h["cache_hit"].sum()),
+        "wall_s": t["total_s"],
+        "s_per_cycle": t["total_s"] / max(t["cycles"], 1),
+        "scoring_share": t["scoring_s"] / max(t["total_s"], 1e-12),
+    }
+    log.info("%s", row)
+    return row
 
 
 def _has_tabulate() -> bool:
