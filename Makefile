@@ -41,7 +41,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/space.py
 	$(BIN)/python bench/proxies.py
-	$(BIN)/python bench/evolution.py
+	$(BIN)/python bench/evolution.py --jobs 2
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/tybox.py
 

@@ -47,7 +47,8 @@ def parse_args(argv=None):
                     help="evolve from a seeded random subset of this many of the configured initial nets")
     ap.add_argument("--batch-size", type=int, default=None, help="proxy batch size (default: the config's)")
     ap.add_argument("--resolution", type=int, default=None, help="input resolution (default: the config's)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per run (the scorer's, like scoring.threads; children in-process)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="runs at the same time (worker processes); timings are then taken side by side")
     ap.add_argument("--device", default=None, help="default: compute.device of the config")
@@ -79,7 +80,7 @@ def main(argv=None) -> pd.DataFrame:
     names, pcfg = cfg["proxies"]["names"], cfg["proxies"]
     init_cache = work / "cache" / "initial"
     x, y = make_batch(data_dir, pcfg["batch_size"], pcfg["seed"])
-    scorer = ProxyScorer(space, names, x, y, pcfg["seed"], device=device, cache_dir=init_cache)
+    scorer = ProxyScorer(space, names, x, y, pcfg["seed"], device=device, cache_dir=init_cache, threads=a.threads)
     cand = pd.DataFrame([{"index": i, "arch": s} for i, s, _ in space.iter_arches()])
     if a.population_size and a.population_size < len(cand):  # seeded subset of the configured nets
         cand = cand.sample(n=a.population_size, random_state=0).sort_values("index").reset_index(drop=True)
@@ -92,7 +93,8 @@ def main(argv=None) -> pd.DataFrame:
              int(scores["cache_hit"].sum()))
 
     scorer_args = {"search_space": cfg["search_space"], "names": names, "data_dir": str(data_dir),
-                   "batch_size": int(pcfg["batch_size"]), "seed": int(pcfg["seed"]), "device": device}
+                   "batch_size": int(pcfg["batch_size"]), "seed": int(pcfg["seed"]), "device": device,
+                   "threads": a.threads}
     # longest runs first (post_hoc drifts to large nets), so a pool of --jobs workers stays balanced
     jobs = [{"mode": mode, "seed": seed, "cycles": cycles, "evolution": cfg["evolution"],
              "constraints": cfg["constraints"], "search_space": cfg["search_space"], "names": names,
@@ -136,9 +138,7 @@ def run_one(job: dict) -> dict:
     shutil.copytree(job["init_cache"], run_dir / "cache")  # cold start: only the initial scores
     evo = {**job["evolution"], "cycles": job["cycles"], "constraints": job["mode"], "seed": job["seed"]}
     p = EvolutionParams.from_config(evo)
-    workers = min(job["threads"], p.children_per_cycle)
-    with ProxyEvaluator({**job["scorer_args"], "cache_dir": str(run_dir / "cache")}, job["norm"],
-                        workers=workers, threads=job["threads"]) as ev:
+    with ProxyEvaluator({**job["scorer_args"], "cache_dir": str(run_dir / "cache")}, job["norm"]) as ev:
         res = evolve(job["ranked"], ev, space, job["names"], job["constraints"], p)
         ev.close()
     h = res.history

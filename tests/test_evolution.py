@@ -415,6 +415,21 @@ def test_real_scorer_stage_serial_equals_workers(make_config, tmp_path):
     sel = pd.read_parquet(outs[1] / "selected.parquet")
     assert len(sel) == 4 and sel.loc[sel["net"] == "C", "params"].max() <= cfg["constraints"]["max_params"]
 
+    # one child per cycle, scored in-process: the job's thread count (Snakemake scales it down to
+    # --cores) does not reach the scores either, scoring.threads does
+    serial = {}
+    for threads in (1, 2):
+        o = tmp_path / f"b1-t{threads}"
+        summary = run_stage(initial_path=tmp_path / "initial.parquet", norm_path=tmp_path / "norm.parquet",
+                            data_dir=data, cache_dir=o / "cache", checkpoint_dir=o / "ckpt",
+                            history_out=o / "history.parquet", population_out=o / "population.parquet",
+                            selected_out=o / "selected.parquet", search_space=cfg["search_space"],
+                            constraints=cfg["constraints"], evolution={**cfg["evolution"], "children_per_cycle": 1},
+                            proxies={**cfg["proxies"], "threads": 1}, device="cpu", threads=threads)
+        assert summary["workers"] == 1
+        serial[threads] = (o / "history.parquet").read_bytes()
+    assert serial[1] == serial[2]
+
 
 # ----- end to end --------------------------------------------------------------------------------
 @pytest.mark.slow

@@ -339,3 +339,31 @@ def test_make_batch_is_seeded_normalised_and_checked(tmp_path):
         make_batch(tmp_path, 41, seed=0)
     with pytest.raises(ValueError, match="not found"):
         make_batch(tmp_path / "nope", 8, seed=0)
+
+
+def test_scores_independent_of_the_callers_thread_count(space, archs):
+    """The scorer pins torch's intra-op threads to its own ``threads`` (``scoring.threads``) while
+    it computes, so a job's thread count (Snakemake scales it to --cores) cannot change a score:
+    on the CPU the last bits of snip and jacob_cov depend on the intra-op thread count."""
+    x, y = batch(n=32)
+    ambient = torch.get_num_threads()
+    try:
+        got = {}
+        for outer in (1, 3):
+            torch.set_num_threads(outer)
+            got[outer] = ProxyScorer(space, ALL, x, y, 1, threads=1).score(archs[:6])
+            assert torch.get_num_threads() == outer, "the caller's thread count is restored"
+        pd.testing.assert_frame_equal(got[1], got[3], check_exact=True)
+        three = ProxyScorer(space, ALL, x, y, 1, threads=3)
+        assert three.settings["snip"] != ProxyScorer(space, ALL, x, y, 1).settings["snip"]
+    finally:
+        torch.set_num_threads(ambient)
+
+
+def test_thread_count_is_part_of_the_cache_identity(space, archs, tmp_path):
+    x, y = batch(n=8)
+    ProxyScorer(space, ["snip"], x, y, 1, cache_dir=tmp_path, threads=1).score(archs[:2])
+    assert ProxyScorer(space, ["snip"], x, y, 1, cache_dir=tmp_path, threads=1).score(archs[:2])["cache_hit"].all()
+    assert not ProxyScorer(space, ["snip"], x, y, 1, cache_dir=tmp_path, threads=2).score(archs[:2])["cache_hit"].any()
+    with pytest.raises(ValueError, match="scoring.threads"):
+        ProxyScorer(space, ["snip"], x, y, 1, threads=0)

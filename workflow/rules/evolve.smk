@@ -3,6 +3,9 @@
 # or killed job keeps it); a re-run with the same params resumes from it.
 
 EVO_DIR = f"{RESULTS}/evolution"
+# never more cores than the B children of a cycle can use (scoring.threads torch threads each)
+EVO_THREADS = min(config["evolution"]["threads"],
+                  config["evolution"]["children_per_cycle"] * config["scoring"]["threads"])
 EVO_PLOTS = [f"{EVO_DIR}/plots/{name}.png" for name in ("best_avg", "avg_vs_macs", "feasible_share")]
 
 
@@ -22,7 +25,8 @@ rule evolve:
         evolution=config["evolution"],
         constraints=config["constraints"],
         search_space=config["search_space"],
-        proxies={k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
+        proxies={**{k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
+                 "threads": config["scoring"]["threads"]},
         device=config["compute"]["device"],
         cache_dir=f"{RESULTS}/cache/scores",
         checkpoint_dir=f"{EVO_DIR}/checkpoint",
@@ -30,7 +34,7 @@ rule evolve:
         log_of("evolution"),
     conda:
         env("torch")
-    threads: config["evolution"]["threads"]
+    threads: EVO_THREADS
     resources:
         mem_mb=4000,
         runtime=240,

@@ -24,7 +24,8 @@ rule score_shard:
     wildcard_constraints:
         i=r"\d+",
     params:
-        proxies={k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
+        proxies={**{k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
+                 "threads": config["scoring"]["threads"]},
         search_space=config["search_space"],
         device=config["compute"]["device"],
         shards=SCORE_SHARDS,

@@ -1,8 +1,12 @@
 """Score architecture strings with a set of proxies, through the score cache.
 
 Each net is built from ``space.netspec(arch)`` with torch's RNG seeded from sha256(seed, arch)
-(on the CPU, then moved to the device), so a net's scores are the same in any shard, order,
-process or stage.
+(on the CPU, then moved to the device), and every proxy computation runs with the scorer's fixed
+number of torch intra-op threads (``threads``, the config key ``scoring.threads``), so a net's
+scores are the same in any shard, order, process or stage, whatever the job's thread count. On the
+CPU the last bits of snip and jacob_cov depend on the intra-op thread count (oneDNN splits its
+reductions by thread; measured at 0.2 % on a default net between 1 and 2 threads), so the thread
+count and the device type are part of a score's cache identity.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ class ProxyScorer:
 
     def __init__(self, space, names: Sequence[str], x: torch.Tensor, y: torch.Tensor, seed: int,
                  device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
-                 flush_every: int = 16):
+                 flush_every: int = 16, threads: int = 1):
         from tinyevo.runtime import pick_device
 
         self.space = space
@@ -71,12 +75,18 @@ class ProxyScorer:
             raise ValueError(f"proxy batch labels must be in [0, {space.num_classes}), got {int(y.min())}..{int(y.max())}")
         self.seed = int(seed)
         self.device = device if isinstance(device, torch.device) else pick_device(str(device))
+        if int(threads) < 1:
+            raise ValueError(f"config key 'scoring.threads' must be >= 1, got {threads}")
+        self.threads = int(threads)
+        # what a score's last bits depend on besides net, batch and seed
+        compute_id = f"cpu/{self.threads}" if self.device.type == "cpu" else self.device.type
         self.fingerprint = batch_fingerprint(x, y)
         self.x = x.detach().to(self.device, torch.float32)
         self.y = y.detach().to(self.device, torch.int64)
         self.settings = {
             n: json.dumps({"proxy": n, "version": VERSIONS.get(n, 1), "batch_size": int(len(x)),
-                           "sample_shape": list(x.shape[1:]), "seed": self.seed}, sort_keys=True)
+                           "sample_shape": list(x.shape[1:]), "seed": self.seed, "compute": compute_id},
+                       sort_keys=True)
             for n in self.names
         }
         self.cache = ScoreCache(cache_dir) if cache_dir is not None else None
@@ -90,17 +100,14 @@ class ProxyScorer:
     def score_net(self, arch: str, names: Sequence[str] | None = None) -> dict[str, float]:
         """Compute (no cache) ``names`` for one arch; non-finite -> NaN with a warning."""
         names = list(self.names if names is None else names)
-        net = build_net(self.space, arch, self.seed, self.device)
+        ambient = torch.get_num_threads()
+        if ambient != self.threads:
+            torch.set_num_threads(self.threads)
         try:
-            raw = compute(net, self.x, self.y, names, PROXIES)
-        except torch.linalg.LinAlgError as exc:
-            log.warning("proxy linear algebra failed for arch %s (%s): recorded as NaN", arch, exc)
-            raw = {}
-            for n in names:
-                try:
-                    raw[n] = compute(net, self.x, self.y, [n], PROXIES)[n]
-                except torch.linalg.LinAlgError:
-                    raw[n] = float("nan")
+            raw = self._compute(arch, names)
+        finally:
+            if ambient != self.threads:
+                torch.set_num_threads(ambient)
         out = {}
         for n in names:
             v = float(raw[n])
@@ -109,6 +116,20 @@ class ProxyScorer:
                 v = float("nan")
             out[n] = v
         return out
+
+    def _compute(self, arch: str, names: list[str]) -> dict[str, float]:
+        net = build_net(self.space, arch, self.seed, self.device)
+        try:
+            return compute(net, self.x, self.y, names, PROXIES)
+        except torch.linalg.LinAlgError as exc:
+            log.warning("proxy linear algebra failed for arch %s (%s): recorded as NaN", arch, exc)
+            raw = {}
+            for n in names:
+                try:
+                    raw[n] = compute(net, self.x, self.y, [n], PROXIES)[n]
+                except torch.linalg.LinAlgError:
+                    raw[n] = float("nan")
+            return raw
 
     def score(self, archs: Sequence[str], progress: bool = False) -> pd.DataFrame:
         archs = list(archs)

@@ -48,10 +48,11 @@ def score_shard(candidates_path, data_dir, out_path, shard: int, shards: int, pr
     space = SearchSpace.from_config(search_space)
     names = list(proxies["names"])
     x, y = make_batch(data_dir, int(proxies["batch_size"]), int(proxies["seed"]))
-    scorer = ProxyScorer(space, names, x, y, int(proxies["seed"]), device=device, cache_dir=cache_dir)
+    scorer = ProxyScorer(space, names, x, y, int(proxies["seed"]), device=device, cache_dir=cache_dir,
+                         threads=int(proxies.get("threads", 1)))
     log_header(log, "score", {"shard": f"{int(shard) + 1} of {int(shards)}", "nets": len(part),
                               "proxies": names, "batch": tuple(x.shape), "seed": proxies["seed"],
-                              "device": scorer.device, "threads": threads, "cache": f"{cache_dir} ({len(scorer.cache)} scores)",
+                              "device": scorer.device, "threads": scorer.threads, "cache": f"{cache_dir} ({len(scorer.cache)} scores)",
                               "data batch": scorer.fingerprint[:16]})
     t0 = time.perf_counter()
     df = scorer.score(part["arch"].tolist(), progress=True)

@@ -3,13 +3,13 @@
 initial normalisation (:func:`tinyevo.proxies.ranking.standardise`) into :func:`evolve`, then
 writes history, population and the winners table.
 
-Parallel children: with ``children_per_cycle`` B > 1 and ``threads`` T > 1 the children of a
-cycle are scored by ``min(B, T)`` worker processes (each with its own scorer, the same seeded
-batch and the shared on-disk cache; torch threads per worker = T // workers). Every net's
-initialisation is seeded from (seed, arch), so the scores do not depend on the worker. The
-workers are forked before this process runs any torch computation (and before CUDA is touched:
-each worker resolves the device itself). Otherwise the batch is scored in-process with T torch
-threads.
+Parallel children: every proxy computation runs with P = ``scoring.threads`` torch threads (a
+score's last bits depend on it, see :mod:`tinyevo.proxies.scorer`). With ``children_per_cycle``
+B > 1 and the job's ``threads`` T >= 2P the children of a cycle are scored by ``min(B, T // P)``
+worker processes (each with its own scorer, the same seeded batch and the shared on-disk cache).
+Every net's initialisation is seeded from (seed, arch), so the scores do not depend on the worker,
+nor on T. The workers are forked before this process runs any torch computation (and before CUDA
+is touched: each worker resolves the device itself). Otherwise the batch is scored in-process.
 """
 
 from __future__ import annotations
@@ -31,15 +31,16 @@ log = logging.getLogger("tinyevo.search")
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(args: Mapping[str, Any], torch_threads: int) -> None:
+def _init_worker(args: Mapping[str, Any]) -> None:
     from tinyevo.proxies import ProxyScorer, make_batch
     from tinyevo.runtime import set_threads
 
-    set_threads(torch_threads)
+    threads = int(args.get("threads", 1))
+    set_threads(threads)
     space = SearchSpace.from_config(args["search_space"])
     x, y = make_batch(args["data_dir"], args["batch_size"], args["seed"])
     _WORKER["scorer"] = ProxyScorer(space, args["names"], x, y, args["seed"], device=args["device"],
-                                    cache_dir=args["cache_dir"])
+                                    cache_dir=args["cache_dir"], threads=threads)
 
 
 def _score_chunk(archs: list[str]) -> pd.DataFrame:
@@ -48,9 +49,10 @@ def _score_chunk(archs: list[str]) -> pd.DataFrame:
 
 class ProxyEvaluator:
     """``evaluate(archs) -> DataFrame(arch, <proxy>..., cache_hit, z_<proxy>..., avg)``: the real
-    scorer (in-process or a pool of worker processes) + standardisation with the initial norm."""
+    scorer (in-process or a pool of worker processes) + standardisation with the initial norm.
+    ``scorer_args["threads"]`` is the scorer's torch thread count (``scoring.threads``)."""
 
-    def __init__(self, scorer_args: Mapping[str, Any], norm: pd.DataFrame, workers: int = 1, threads: int = 1):
+    def __init__(self, scorer_args: Mapping[str, Any], norm: pd.DataFrame, workers: int = 1):
         from tinyevo.proxies.ranking import standardise
 
         self.standardise = standardise
@@ -59,15 +61,14 @@ class ProxyEvaluator:
         self.pool = None
         self.scorer_cache_hits = 0
         self.scored = 0
-        per_worker = max(1, int(threads) // self.workers)
         if self.workers > 1 and "fork" in mp.get_all_start_methods():
             self.pool = mp.get_context("fork").Pool(self.workers, initializer=_init_worker,
-                                                    initargs=(dict(scorer_args), per_worker))
+                                                    initargs=(dict(scorer_args),))
         else:
             if self.workers > 1:
                 log.info("no 'fork' start method on this platform: scoring children in-process")
             self.workers = 1
-            _init_worker(scorer_args, max(1, int(threads)))
+            _init_worker(scorer_args)
 
     def __call__(self, archs: list[str]) -> pd.DataFrame:
         archs = list(archs)
@@ -112,14 +113,15 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
     if sorted(norm.get("proxy", pd.Series(dtype=object)).tolist()) != sorted(names):
         raise ValueError(f"normalisation table {norm_path} covers proxies {list(norm.get('proxy', []))}, "
                          f"config key 'proxies.names' is {names}")
-    workers = min(int(threads), int(p.children_per_cycle))
+    scorer_threads = int(proxies.get("threads", 1))
+    workers = max(1, min(int(threads) // scorer_threads, int(p.children_per_cycle)))
     scorer_args = {"search_space": dict(search_space), "names": names, "data_dir": str(data_dir),
                    "batch_size": int(proxies["batch_size"]), "seed": int(proxies["seed"]), "device": device,
-                   "cache_dir": str(cache_dir)}
+                   "threads": scorer_threads, "cache_dir": str(cache_dir)}
     key_extra = {"norm": table_hash(norm), "scorer": {k: v for k, v in scorer_args.items() if k != "cache_dir"}}
     from tinyevo.runtime import progress
 
-    with ProxyEvaluator(scorer_args, norm, workers=workers, threads=threads) as ev:
+    with ProxyEvaluator(scorer_args, norm, workers=workers) as ev:
         res = evolve(initial, ev, space, names, constraints, p, checkpoint_dir=checkpoint_dir,
                      key_extra=key_extra, progress=progress)
         ev.close()
