@@ -146,3 +146,23 @@ def test_command_line_override_is_named(tmp_path):
     assert cfg["train"]["epochs"] == 3 and cfg["seed"] == 1
     with pytest.raises(ConfigError, match=r"'train.epochs' \(set with --config on the command line\)"):
         load_config([p], overrides={"train": {"epochs": 0}})
+
+
+def test_resolved_dump_keeps_comments_before_their_section(tmp_path):
+    """Defaults appended to a section go above the comment lines that introduce the next one,
+    and the dump loads back to the same config."""
+    p = tmp_path / "c.yaml"
+    p.write_text("search_space:\n  population:\n    mode: grid   # all 512\n\n"
+                 "# about the limits\nconstraints:\n  max_params: 1000000\n# the end\n")
+    cfg, doc = load_config([p])
+    text = dump_yaml(doc)
+    lines = text.splitlines()
+    at = lines.index("# about the limits")
+    assert lines[at + 1] == "constraints:"
+    assert "mode: grid   # all 512" in text
+    assert all(not ln.startswith("  ") for ln in lines[at:at + 2]) and "alphabets:" in "\n".join(lines[:at])
+    assert "strides: [1, 2, 2, 2, 1, 2, 1]" in text  # default lists printed on one line
+    again = tmp_path / "resolved.yaml"
+    again.write_text(text)
+    assert text.rstrip().endswith("# the end")
+    assert load_config([again])[0] == cfg

@@ -264,14 +264,73 @@ def load_config(
 
 
 def _fill_doc(doc: CommentedMap, cfg: Mapping) -> None:
-    """Add resolved values to the round-trip document without dropping its comments."""
+    """Add resolved values to the round-trip document without dropping its comments.
+
+    ruamel keeps the comment lines that follow a block (blank lines, a comment about the next
+    section) on the block's last entry; defaults appended after that entry would land below them.
+    So the lines are detached first and put back after the block's new last entry."""
+    tail = _detach_tail(doc)
     for k, v in cfg.items():
         if isinstance(v, Mapping):
             if not isinstance(doc.get(k), CommentedMap):
                 doc[k] = CommentedMap()
             _fill_doc(doc[k], v)
+        elif k in doc and isinstance(doc[k], CommentedSeq):
+            doc[k] = doc[k] if list(doc[k]) == list(v) else _flow(v)
         else:
-            doc[k] = v
+            doc[k] = _flow(v) if isinstance(v, (list, tuple)) else v
+    if tail:
+        _attach_tail(doc, tail)
+
+
+def _flow(seq) -> CommentedSeq:
+    """A default list printed on one line (nested lists too), as a user would write it."""
+    out = CommentedSeq(_flow(x) if isinstance(x, (list, tuple)) else x for x in seq)
+    out.fa.set_flow_style()
+    return out
+
+
+def _last_entry(doc: CommentedMap) -> tuple[CommentedMap, Any] | None:
+    """(map, key) of the entry printed last in ``doc`` (descending into trailing sub-maps)."""
+    if not isinstance(doc, CommentedMap) or not len(doc):
+        return None
+    key = list(doc.keys())[-1]
+    deeper = _last_entry(doc[key]) if isinstance(doc[key], CommentedMap) else None
+    return deeper or (doc, key)
+
+
+def _detach_tail(doc: CommentedMap) -> str | None:
+    """Remove and return the comment lines after the last entry (its end-of-line comment stays)."""
+    last = _last_entry(doc)
+    if last is None:
+        return None
+    m, key = last
+    item = m.ca.items.get(key)
+    tok = item[2] if item and len(item) > 2 else None
+    text = getattr(tok, "value", None)
+    if not isinstance(text, str) or "\n" not in text[:-1]:
+        return None
+    i = text.index("\n")
+    tok.value = text[: i + 1]
+    return text[i + 1:]
+
+
+def _attach_tail(doc: CommentedMap, tail: str) -> None:
+    last = _last_entry(doc)
+    if last is None:
+        return
+    m, key = last
+    item = m.ca.items.get(key)
+    tok = item[2] if item and len(item) > 2 else None
+    if tok is not None and isinstance(getattr(tok, "value", None), str):
+        tok.value += tail
+        return
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    slot = list(item) if item else [None, None, None, None]
+    slot[2] = CommentToken("\n" + tail, CommentMark(0))
+    m.ca.items[key] = slot
 
 
 def dump_yaml(doc: Any) -> str:
