@@ -166,3 +166,25 @@ def test_resolved_dump_keeps_comments_before_their_section(tmp_path):
     again.write_text(text)
     assert text.rstrip().endswith("# the end")
     assert load_config([again])[0] == cfg
+
+
+def test_nested_command_line_overrides_are_typed():
+    """Snakemake hands ``--config train='{lr: 0.01}'`` over with every nested scalar a string."""
+    base = REPO / "config" / "config.yaml"
+    cfg, _ = load_config([base], overrides={"train": {"lr": "0.01", "schedule": "cosine", "augment": "true",
+                                                      "seed": "null"},
+                                            "dataset": {"name": "123"}, "proxies": {"names": ["snip", "naswot"]}})
+    assert cfg["train"]["lr"] == 0.01 and isinstance(cfg["train"]["lr"], float)
+    assert cfg["train"]["augment"] is True and cfg["train"]["schedule"] == "cosine"
+    assert cfg["train"]["seed"] == cfg["seed"]  # null -> the global seed, as from a file
+    assert cfg["dataset"]["name"] == "123"      # a string key stays a string
+    assert cfg["proxies"]["names"] == ["snip", "naswot"]
+    with pytest.raises(ConfigError, match=r"train\.lr.*--config"):
+        load_config([base], overrides={"train": {"lr": "fast"}})
+
+
+@pytest.mark.slow
+def test_nested_override_through_snakemake():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", "train={lr: 0.01, epochs: 3}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -257,10 +257,38 @@ def load_config(
     for _, d in docs[1:]:
         _merge(merged, copy.deepcopy(d))
     if overrides:
+        overrides = _typed_overrides(overrides, load_schema())
         _merge(merged, overrides)
     cfg = validate(_to_plain(merged), docs, overrides)
     _fill_doc(merged, cfg)
     return cfg, merged
+
+
+def _typed_overrides(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Snakemake parses the nested part of ``--config train='{lr: 0.01}'`` with YAML's BaseLoader,
+    so every nested scalar arrives as a string. Where the schema does not accept a string there,
+    read the string as a YAML scalar (``'0.01'`` -> 0.01, ``'true'`` -> True, ``''``/``'null'`` -> None);
+    validation then judges the result as if it had come from a file."""
+    if isinstance(value, Mapping):
+        props = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
+        extra = schema.get("additionalProperties") if isinstance(schema, Mapping) else None
+        return {k: _typed_overrides(v, props.get(k, extra if isinstance(extra, Mapping) else {}))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items", {}) if isinstance(schema, Mapping) else {}
+        return [_typed_overrides(v, items if isinstance(items, Mapping) else {}) for v in value]
+    if isinstance(value, str) and schema:
+        types = schema.get("type")
+        types = [types] if isinstance(types, str) else list(types or [])
+        if "string" in types or ("enum" in schema and value in schema["enum"]):
+            return value
+        try:
+            parsed = YAML(typ="safe").load(value) if value.strip() else None
+        except Exception:  # not a YAML scalar: leave it to validation to name the key
+            return value
+        if parsed is None or isinstance(parsed, (bool, int, float, list, dict)):
+            return parsed
+    return value
 
 
 def _fill_doc(doc: CommentedMap, cfg: Mapping) -> None:
