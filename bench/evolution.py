@@ -99,7 +99,7 @@ def main(argv=None) -> pd.DataFrame:
     jobs = [{"mode": mode, "seed": seed, "cycles": cycles, "evolution": cfg["evolution"],
              "constraints": cfg["constraints"], "search_space": cfg["search_space"], "names": names,
              "ranked": ranked, "norm": norm, "scorer_args": scorer_args, "init_cache": str(init_cache),
-             "run_dir": str(work / "runs" / f"{mode}-seed{seed}"), "threads": a.threads}
+             "run_dir": str(work / "runs" / f"{mode}-seed{seed}")}
             for mode in ("post_hoc", "penalty") for seed in a.seeds]
     if a.jobs > 1:
         # spawn, not fork: this process has already run torch (the initial scoring)
@@ -129,8 +129,8 @@ def main(argv=None) -> pd.DataFrame:
 
 
 def run_one(job: dict) -> dict:
-    """One evolution run (mode, seed) from a cold copy of the initial score cache."""
-    set_threads(job["threads"])
+    """One evolution run (mode, seed) from a cold copy of the initial score cache (the scorer sets
+    its torch thread count, ``scorer_args["threads"]``)."""
     log = setup_logging()
     space = space_from_config({"search_space": job["search_space"]})
     run_dir = Path(job["run_dir"])

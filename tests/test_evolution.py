@@ -392,16 +392,19 @@ def test_real_scorer_stage_serial_equals_workers(make_config, tmp_path):
     write_parquet(ranked, tmp_path / "initial.parquet")
     write_parquet(norm, tmp_path / "norm.parquet")
 
+    def stage(o, threads, evolution=cfg["evolution"]):
+        return run_stage(initial_path=tmp_path / "initial.parquet", norm_path=tmp_path / "norm.parquet",
+                         data_dir=data, cache_dir=o / "cache", checkpoint_dir=o / "ckpt",
+                         history_out=o / "history.parquet", population_out=o / "population.parquet",
+                         selected_out=o / "selected.parquet", search_space=cfg["search_space"],
+                         constraints=cfg["constraints"], evolution=evolution,
+                         proxies={**cfg["proxies"], "threads": cfg["scoring"]["threads"]},
+                         device="cpu", threads=threads)
+
     outs = {}
     for threads in (1, 2):
         o = tmp_path / f"t{threads}"
-        summary = run_stage(initial_path=tmp_path / "initial.parquet", norm_path=tmp_path / "norm.parquet",
-                            data_dir=data, cache_dir=o / "cache", checkpoint_dir=o / "ckpt",
-                            history_out=o / "history.parquet", population_out=o / "population.parquet",
-                            selected_out=o / "selected.parquet", search_space=cfg["search_space"],
-                            constraints=cfg["constraints"], evolution=cfg["evolution"], proxies=cfg["proxies"],
-                            device="cpu", threads=threads)
-        assert summary["workers"] == threads
+        assert stage(o, threads)["workers"] == threads
         outs[threads] = o
     h = pd.read_parquet(outs[1] / "history.parquet")
     assert len(h) == len(cand) + 6
@@ -420,13 +423,7 @@ def test_real_scorer_stage_serial_equals_workers(make_config, tmp_path):
     serial = {}
     for threads in (1, 2):
         o = tmp_path / f"b1-t{threads}"
-        summary = run_stage(initial_path=tmp_path / "initial.parquet", norm_path=tmp_path / "norm.parquet",
-                            data_dir=data, cache_dir=o / "cache", checkpoint_dir=o / "ckpt",
-                            history_out=o / "history.parquet", population_out=o / "population.parquet",
-                            selected_out=o / "selected.parquet", search_space=cfg["search_space"],
-                            constraints=cfg["constraints"], evolution={**cfg["evolution"], "children_per_cycle": 1},
-                            proxies={**cfg["proxies"], "threads": 1}, device="cpu", threads=threads)
-        assert summary["workers"] == 1
+        assert stage(o, threads, {**cfg["evolution"], "children_per_cycle": 1})["workers"] == 1
         serial[threads] = (o / "history.parquet").read_bytes()
     assert serial[1] == serial[2]
 

@@ -35,13 +35,16 @@ def shard_rows(n: int, shard: int, shards: int) -> slice:
 
 
 def score_shard(candidates_path, data_dir, out_path, shard: int, shards: int, proxies: Mapping[str, Any],
-                search_space: Mapping[str, Any], device: str, cache_dir, threads: int = 1) -> pd.DataFrame:
-    """Score one shard of the candidate table -> ``out_path`` (index, arch, <proxy>..., cache_hit)."""
+                search_space: Mapping[str, Any], device: str, cache_dir) -> pd.DataFrame:
+    """Score one shard of the candidate table -> ``out_path`` (index, arch, <proxy>..., cache_hit).
+    ``proxies["threads"]`` (``scoring.threads``) is the torch thread count of the scoring, whatever
+    thread count Snakemake gave the job: the scores depend on it."""
     from tinyevo.proxies.batch import make_batch
     from tinyevo.proxies.scorer import ProxyScorer
     from tinyevo.runtime import log_header, set_threads
     from tinyevo.space import SearchSpace
 
+    threads = int(proxies.get("threads", 1))
     set_threads(threads)
     cand = _candidates(candidates_path)
     part = cand.iloc[shard_rows(len(cand), int(shard), int(shards))]
@@ -49,7 +52,7 @@ def score_shard(candidates_path, data_dir, out_path, shard: int, shards: int, pr
     names = list(proxies["names"])
     x, y = make_batch(data_dir, int(proxies["batch_size"]), int(proxies["seed"]))
     scorer = ProxyScorer(space, names, x, y, int(proxies["seed"]), device=device, cache_dir=cache_dir,
-                         threads=int(proxies.get("threads", 1)))
+                         threads=threads)
     log_header(log, "score", {"shard": f"{int(shard) + 1} of {int(shards)}", "nets": len(part),
                               "proxies": names, "batch": tuple(x.shape), "seed": proxies["seed"],
                               "device": scorer.device, "threads": scorer.threads, "cache": f"{cache_dir} ({len(scorer.cache)} scores)",
