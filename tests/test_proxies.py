@@ -1,5 +1,5 @@
-"""Zero-cost proxies against plain reference implementations, the fused pass, synflow's ReLU6
-saturation, determinism, the score cache and bad input."""
+"""Zero-cost proxies against plain reference implementations, the fused pass, the saturated
+synflow_relu6, determinism, the score cache and bad input."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tinyevo.proxies.measures import jacob_cov_from_grad
 from tinyevo.space import space_from_config
 
 torch.set_num_threads(1)
-ALL = ["snip", "synflow", "jacob_cov", "naswot"]
+ALL = ["snip", "synflow_relu6", "jacob_cov", "naswot"]  # the new proxies: test_proxies_new.py
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def plain_naswot(net, x):
 
 
 def plain(name, net, x, y):
-    return {"snip": lambda: plain_snip(net, x, y), "synflow": lambda: plain_synflow(net, x),
+    return {"snip": lambda: plain_snip(net, x, y), "synflow_relu6": lambda: plain_synflow(net, x),
             "jacob_cov": lambda: plain_jacob_cov(net, x), "naswot": lambda: plain_naswot(net, x)}[name]()
 
 
@@ -158,8 +158,9 @@ def test_jacob_cov_upper_bound(space, archs):
 
 
 def test_synflow_relu6_saturation(space, archs):
-    """Reference section 2: with |W|, BN off and an all-ones input, every ReLU6 in the head
-    saturates at 6, so synflow = 6 * sum |W_classifier| whatever the body."""
+    """The saturated synflow (registry name synflow_relu6): with |W|, BN off and an all-ones
+    input, every ReLU6 in the head saturates at 6, so it is 6 * sum |W_classifier| whatever the
+    body."""
     x, _ = batch()
     a = build_net(space, archs[0], 0)
     b = build_net(space, archs[-1], 7)
@@ -167,7 +168,7 @@ def test_synflow_relu6_saturation(space, archs):
     with torch.no_grad():
         b.classifier.weight.copy_(a.classifier.weight)
         b.classifier.bias.copy_(a.classifier.bias)
-    sa, sb = PROXIES["synflow"](a, x, None), PROXIES["synflow"](b, x, None)
+    sa, sb = PROXIES["synflow_relu6"](a, x, None), PROXIES["synflow_relu6"](b, x, None)
     expected = 6.0 * float(a.classifier.weight.detach().double().abs().sum())
     assert sa == pytest.approx(expected, rel=1e-9)
     assert sb == pytest.approx(expected, rel=1e-9)
@@ -181,7 +182,7 @@ def test_synflow_relu6_saturation(space, archs):
                     setattr(m, name, nn.ReLU())
         return net
 
-    ra, rb = PROXIES["synflow"](relu(a), x, None), PROXIES["synflow"](relu(b), x, None)
+    ra, rb = PROXIES["synflow_relu6"](relu(a), x, None), PROXIES["synflow_relu6"](relu(b), x, None)
     assert ra > 10 * expected and abs(ra - rb) > 1e-3 * ra
 
 

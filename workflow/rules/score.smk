@@ -10,6 +10,10 @@ RANK_OUTPUTS = {
     "norm": f"{RESULTS}/rank/normalisation.parquet",
     "spread": f"{RESULTS}/rank/spread.parquet",
 }
+INFORMATIVENESS = {
+    "table": f"{RESULTS}/rank/informativeness.parquet",
+    "html": f"{RESULTS}/rank/informativeness.html",
+}
 
 
 rule score_shard:
@@ -73,6 +77,7 @@ rule rank_initial:
     params:
         names=config["proxies"]["names"],
         weights=config["proxies"]["weights"],
+        ranking=config["ranking"],
     log:
         log_of("rank"),
     conda:
@@ -85,4 +90,38 @@ rule rank_initial:
         "../scripts/rank.py"
 
 
+rule proxy_informativeness:
+    """Per proxy, the share of its (rank) variance between architectures rather than between
+    initialisation seeds: a seeded subset of the candidates scored with several init seeds through
+    the score cache (after the gather, so the first seed's scores are cache hits)."""
+    input:
+        candidates=f"{RESULTS}/space/candidates.parquet",
+        train_x=f"{RESULTS}/data/{DATASET}/train_x.npy",
+        train_y=f"{RESULTS}/data/{DATASET}/train_y.npy",
+        stats=f"{RESULTS}/data/{DATASET}/stats.parquet",
+        scores=f"{RESULTS}/scores/initial.parquet",
+    output:
+        table=INFORMATIVENESS["table"],
+        html=report(INFORMATIVENESS["html"], caption="../report/proxy_informativeness.rst", category="Proxies",
+                    labels={"table": "proxy_informativeness"}),
+    params:
+        proxies={**{k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
+                 "threads": config["scoring"]["threads"]},
+        informativeness=config["proxies"]["informativeness"],
+        search_space=config["search_space"],
+        device=config["compute"]["device"],
+        cache_dir=SCORE_CACHE,
+    log:
+        log_of("rank", "informativeness"),
+    conda:
+        env("torch")
+    threads: config["scoring"]["threads"]
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    script:
+        "../scripts/informativeness.py"
+
+
 ALL_TARGETS.extend(RANK_OUTPUTS.values())
+ALL_TARGETS.extend(INFORMATIVENESS.values())

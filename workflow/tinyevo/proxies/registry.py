@@ -7,6 +7,10 @@ must not change the net's weights. New proxies plug in by name::
     @register("my_proxy")
     def my_proxy(net, x, y):
         ...
+
+Built in (``tinyevo.proxies.measures``, larger is better for all): ``snip``, ``synflow`` (ln of
+the unclamped synaptic flow), ``synflow_relu6`` (the saturated raw sum of the zero-cost-nas code),
+``jacob_cov``, ``naswot``, ``zico``, ``meco``, and the cost baselines ``params`` and ``macs``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ PROXIES: Dict[str, ProxyFn] = {}
 # old cached scores then miss instead of being served.
 VERSIONS: Dict[str, int] = {}
 
+#: smallest data batch a proxy can work with (ZiCo splits the batch in halves of >= 2 samples).
+MIN_BATCH: Dict[str, int] = {}
 
-def register(name: str, version: int = 1) -> Callable[[ProxyFn], ProxyFn]:
-    """Decorator adding ``fn`` to :data:`PROXIES` under ``name``."""
+
+def register(name: str, version: int = 1, min_batch: int = 2) -> Callable[[ProxyFn], ProxyFn]:
+    """Decorator adding ``fn`` to :data:`PROXIES` under ``name`` (``version``: part of the score
+    cache key; ``min_batch``: the smallest batch it accepts, see :func:`check_names`)."""
     if not isinstance(name, str) or not name:
         raise ValueError("proxy name must be a non-empty string")
 
@@ -34,14 +42,16 @@ def register(name: str, version: int = 1) -> Callable[[ProxyFn], ProxyFn]:
             raise ValueError(f"proxy {name!r} is already registered")
         PROXIES[name] = fn
         VERSIONS[name] = int(version)
+        MIN_BATCH[name] = int(min_batch)
         fn.proxy_name = name  # type: ignore[attr-defined]
         return fn
 
     return deco
 
 
-def check_names(names) -> list[str]:
-    """Validate a list of proxy names against the registry (clear error naming the config key)."""
+def check_names(names, batch_size: int | None = None) -> list[str]:
+    """Validate a list of proxy names against the registry (clear error naming the config key);
+    with ``batch_size``, also that every proxy accepts a batch that large."""
     names = list(names)
     if not names:
         raise ValueError("config key 'proxies.names' is empty: name at least one proxy")
@@ -50,4 +60,9 @@ def check_names(names) -> list[str]:
         raise ValueError(f"config key 'proxies.names': unknown proxies {unknown}; registered: {sorted(PROXIES)}")
     if len(set(names)) != len(names):
         raise ValueError(f"config key 'proxies.names' has duplicates: {names}")
+    if batch_size is not None:
+        small = {n: MIN_BATCH.get(n, 2) for n in names if int(batch_size) < MIN_BATCH.get(n, 2)}
+        if small:
+            raise ValueError(f"config key 'proxies.batch_size' = {batch_size} is too small for {sorted(small)}: "
+                             f"they need at least {max(small.values())} samples")
     return names

@@ -61,7 +61,7 @@ class ProxyScorer:
         from tinyevo.runtime import pick_device
 
         self.space = space
-        self.names = check_names(names)
+        self.names = check_names(names, len(x) if isinstance(x, torch.Tensor) else None)
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             raise ValueError(f"proxy batch x must be a 4-d NCHW tensor, got {getattr(x, 'shape', type(x))}")
         if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
