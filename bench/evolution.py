@@ -35,7 +35,7 @@ from tinyevo.io import write_parquet  # noqa: E402
 from tinyevo.runtime import set_threads, setup_logging  # noqa: E402
 from tinyevo.search import EvolutionParams, evolve  # noqa: E402
 from tinyevo.search.stage import ProxyEvaluator  # noqa: E402
-from tinyevo.space import space_from_config  # noqa: E402
+from tinyevo.space import constraints_from_config, space_from_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -97,7 +97,7 @@ def main(argv=None) -> pd.DataFrame:
                    "threads": a.threads}
     # longest runs first (post_hoc drifts to large nets), so a pool of --jobs workers stays balanced
     jobs = [{"mode": mode, "seed": seed, "cycles": cycles, "evolution": cfg["evolution"],
-             "constraints": cfg["constraints"], "search_space": cfg["search_space"], "names": names,
+             "constraints": constraints_from_config(cfg), "search_space": cfg["search_space"], "names": names,
              "ranked": ranked, "norm": norm, "scorer_args": scorer_args, "init_cache": str(init_cache),
              "run_dir": str(work / "runs" / f"{mode}-seed{seed}")}
             for mode in ("post_hoc", "penalty") for seed in a.seeds]

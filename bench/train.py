@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from tinyevo.config import load_config  # noqa: E402
 from tinyevo.runtime import pick_device, set_threads  # noqa: E402
-from tinyevo.space import check_row, cost_of, space_from_config  # noqa: E402
+from tinyevo.space import constraints_from_config, space_from_config  # noqa: E402
 from tinyevo.space.torch_model import build_torch  # noqa: E402
 from tinyevo.train.loop import evaluate, fit  # noqa: E402
 
@@ -45,9 +45,10 @@ def pick_arch(cfg, results: Path, net: str) -> tuple[str, str]:
 
         return selected_arch(sel, net), f"{sel} ({net}, after)"
     best, best_macs = None, -1
+    cons = constraints_from_config(cfg)
     for _, arch, genes in space.iter_arches():
-        cost = cost_of(space.netspec(genes)).as_dict()
-        if check_row(cost, cfg["constraints"])["feasible"] and cost["macs"] > best_macs:
+        cost = cons.measure(space.netspec(genes))
+        if cons.check(cost)["feasible"] and cost["macs"] > best_macs:
             best, best_macs = arch, cost["macs"]
     if best is None:
         raise SystemExit("no feasible net in the configured space")

@@ -56,6 +56,7 @@ def standardise(df, norm):
     for p, m, s in zip(norm["proxy"], norm["mean"], norm["std"]):
         df[f"z_{p}"] = (df[p] - m) / s
     df["avg"] = df[[f"z_{p}" for p in norm["proxy"]]].mean(axis=1)
+    df["score"] = df["avg"]  # ranking.method zscore: score == AVG
     return df
 
 
@@ -180,7 +181,7 @@ def test_full_sample_picks_population_best(space):
     for c in range(1, 11):
         row = h[h["cycle"] == c].iloc[0]
         alive = h.iloc[row["id"] - P:row["id"]]
-        assert row["parent_id"] == alive["id"].iloc[int(alive["avg"].to_numpy().argmax())]
+        assert row["parent_id"] == alive["id"].iloc[int(alive["score"].to_numpy().argmax())]
 
 
 def test_penalty_ranking(space):
@@ -300,6 +301,84 @@ def test_zero_cycles_keeps_initial(space):
     assert len(res.history) == len(initial) and scorer.calls == 0
 
 
+# ----- the rank method ----------------------------------------------------------------------------
+def _rank_setup(space):
+    from tinyevo.proxies import ranking
+
+    rows = [{"index": i, "arch": space.encode(g), **_raw(space, space.encode(g))} for i, g in space.initial_population()]
+    raw = pd.DataFrame(rows)
+    norm = ranking.norm_table(raw, PROXIES, method="rank")
+
+    def evaluate(archs):
+        return ranking.standardise(pd.DataFrame([{"arch": a, **_raw(space, a)} for a in archs]), norm)
+
+    return raw, ranking.standardise(raw, norm), norm, evaluate
+
+
+def test_rank_method_scores_children_against_the_initial_pool(space):
+    raw, initial, norm, evaluate = _rank_setup(space)
+    cons = constraints_median(space, initial)
+    res = evolve(initial, evaluate, space, PROXIES, cons, EvolutionParams(cycles=25, sample_size=5, seed=2),
+                 method="rank")
+    h = res.history
+    assert {"r_pa", "r_pb", "score", "avg", "z_pa"} <= set(h.columns)
+    # a child's r_<proxy>: the mid-rank CDF of its raw score among the initial nets' raw scores
+    for r in h[h["cycle"] > 0].drop_duplicates("arch").itertuples():
+        for p in PROXIES:
+            pool = raw[p].to_numpy()
+            x = getattr(r, p)
+            want = ((pool < x).sum() + 0.5 * (pool == x).sum()) / len(pool)
+            assert getattr(r, f"r_{p}") == pytest.approx(want, abs=1e-15)
+        assert r.score == pytest.approx((r.r_pa + r.r_pb) / 2, abs=1e-15)
+    np.testing.assert_array_equal(h["fitness"], h["score"])  # post_hoc: the tournament key is score
+    # the tournament and the winners follow score, not avg
+    P = len(initial)
+    for c in range(1, 26):
+        row = h[h["cycle"] == c].iloc[0]
+        assert row["parent_id"] >= row["id"] - P
+    sel = select_winners(h, PROXIES, cons).set_index(["net", "phase"])
+    assert sel.loc[("NC", "after"), "score"] == h["score"].max()
+    assert sel.loc[("NC", "after"), "arch"] == h.loc[h["score"].idxmax(), "arch"]
+    # the initial table needs the r_<proxy> columns under the rank method
+    with pytest.raises(ValueError, match=r"lacks column.*r_pa.*ranking.method 'rank'"):
+        evolve(initial.drop(columns="r_pa"), evaluate, space, PROXIES, cons, EvolutionParams(cycles=1, sample_size=3),
+               method="rank")
+
+
+def test_full_sample_parent_is_best_score_not_best_avg(space):
+    """One initial net with a huge pa outlier and the worst pb: best AVG, but not best score."""
+    from tinyevo.proxies import ranking
+
+    raw, _, _, evaluate = _rank_setup(space)
+    raw.loc[4, "pa"], raw.loc[4, "pb"] = 1e6, raw["pb"].min() - 1
+    initial = ranking.standardise(raw, ranking.norm_table(raw, PROXIES, method="rank"))
+    P = len(initial)
+    best_score, best_avg = int(initial["score"].to_numpy().argmax()), int(initial["avg"].to_numpy().argmax())
+    assert best_avg == 4 and best_score != 4
+    res = evolve(initial, evaluate, space, PROXIES, {}, EvolutionParams(cycles=1, sample_size=P, seed=0),
+                 method="rank")
+    assert res.history.iloc[P]["parent_id"] == best_score
+    sel = select_winners(res.history, PROXIES, {}).set_index(["net", "phase"])
+    assert sel.loc[("NC", "before"), "arch"] == initial.loc[best_score, "arch"]
+
+
+def test_stage_refuses_a_normalisation_of_another_method(space, tmp_path, make_config):
+    from tinyevo.search.stage import run_stage
+
+    cfg, _ = make_config({"search_space": {"population": {"mode": "random", "size": 30}}})
+    _, initial, norm, _ = _rank_setup(space)
+    write_parquet(initial, tmp_path / "initial.parquet")
+    write_parquet(norm, tmp_path / "norm.parquet")
+    with pytest.raises(ValueError, match=r"made for ranking.method 'rank'.*'ranking.method' is 'zscore'"):
+        run_stage(initial_path=tmp_path / "initial.parquet", norm_path=tmp_path / "norm.parquet", data_dir=tmp_path,
+                  cache_dir=tmp_path / "c", checkpoint_dir=None, history_out=tmp_path / "h.parquet",
+                  population_out=tmp_path / "p.parquet", selected_out=tmp_path / "s.parquet",
+                  search_space=cfg["search_space"], constraints=cfg["constraints"], evolution=cfg["evolution"],
+                  proxies={"names": PROXIES, "batch_size": 4, "seed": 0}, target=cfg["device"],
+                  ranking={"method": "zscore"})
+    assert not (tmp_path / "h.parquet").exists()
+
+
 # ----- bad input ----------------------------------------------------------------------------------
 def test_bad_inputs(space):
     initial, norm = initial_table(space)
@@ -399,7 +478,8 @@ def test_real_scorer_stage_serial_equals_workers(make_config, tmp_path):
                          selected_out=o / "selected.parquet", search_space=cfg["search_space"],
                          constraints=cfg["constraints"], evolution=evolution,
                          proxies={**cfg["proxies"], "threads": cfg["scoring"]["threads"]},
-                         device="cpu", threads=threads)
+                         device="cpu", threads=threads, target=cfg["device"],
+                         accounting=cfg["tybox"]["accounting"], ranking=cfg["ranking"])
 
     outs = {}
     for threads in (1, 2):

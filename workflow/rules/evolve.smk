@@ -10,7 +10,8 @@ EVO_PLOTS = [f"{EVO_DIR}/plots/{name}.png" for name in ("best_avg", "avg_vs_macs
 
 
 rule evolve:
-    """Aging evolution from the ranked initial nets: history, final population, winners table."""
+    """Aging evolution from the ranked initial nets (score by ranking.method against the initial
+    pool; device limits, fit_device and trainability guards): history, population, winners."""
     input:
         initial=f"{RESULTS}/rank/initial.parquet",
         norm=f"{RESULTS}/rank/normalisation.parquet",
@@ -24,6 +25,9 @@ rule evolve:
     params:
         evolution=config["evolution"],
         constraints=config["constraints"],
+        target={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},
+        accounting=config["tybox"]["accounting"],
+        ranking=config["ranking"],
         search_space=config["search_space"],
         proxies={**{k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
                  "threads": config["scoring"]["threads"]},
@@ -43,7 +47,7 @@ rule evolve:
 
 
 rule evolve_plots:
-    """Best AVG per cycle (C/NC), AVG vs MACs with the Pareto front, feasible share over time."""
+    """Best score per cycle (C/NC), score vs MACs with the Pareto front, feasible share over time."""
     input:
         history=f"{EVO_DIR}/history.parquet",
     output:
@@ -52,6 +56,8 @@ rule evolve_plots:
         feasible=report(EVO_PLOTS[2], caption="../report/evolution_feasible_share.rst", category="Evolution"),
     params:
         constraints=config["constraints"],
+        target={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},
+        accounting=config["tybox"]["accounting"],
         style=config["report"]["style"],
         dpi=config["report"]["dpi"],
     log:

@@ -2,12 +2,15 @@
 
 
 rule enumerate_space:
-    """One row per initial net: arch string, genes, params, MACs, peak SRAM, flash, F, flags."""
+    """One row per initial net: arch string, genes, params, MACs, peak SRAM, flash, F, narrowest
+    stage, TyBox device need, constraint flags (device limits, trainability guards, feasible)."""
     output:
         f"{RESULTS}/space/candidates.parquet",
     params:
         search_space=config["search_space"],
         constraints=config["constraints"],
+        device={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},
+        accounting=config["tybox"]["accounting"],
     log:
         log_of("space", "enumerate"),
     conda:

@@ -13,5 +13,10 @@ log = setup_logging(sm.log[0])
 ss = sm.params.search_space
 log_header(log, "space", {"population": ss["population"]["mode"],
                           "input": f"{ss['resolution']}x{ss['resolution']}x{ss['channels']}",
-                          "classes": ss["num_classes"], "constraints": sm.params.constraints})
-enumerate_stage(ss, sm.params.constraints, sm.output[0])
+                          "classes": ss["num_classes"], "constraints": sm.params.constraints,
+                          "device": sm.params.device, "accounting": sm.params.accounting})
+try:
+    enumerate_stage(ss, sm.params.constraints, sm.output[0], device=sm.params.device, accounting=sm.params.accounting)
+except ValueError as exc:
+    log.error("%s", exc)
+    sys.exit(1)

@@ -8,10 +8,12 @@ sys.path.insert(0, os.path.dirname(snakemake.scriptdir))  # noqa: F821
 from tinyevo.io import read_parquet  # noqa: E402
 from tinyevo.runtime import log_header, setup_logging  # noqa: E402
 from tinyevo.search.plots import make_plots  # noqa: E402
+from tinyevo.space.constraints import Constraints  # noqa: E402
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
 log_header(log, "evolution plots", {"history": sm.input.history, "style": sm.params.style, "dpi": sm.params.dpi})
-make_plots(read_parquet(sm.input.history, "evolution history"), sm.params.constraints, sm.output.best,
+constraints = Constraints.from_config(sm.params.constraints, sm.params.target, sm.params.accounting)
+make_plots(read_parquet(sm.input.history, "evolution history"), constraints, sm.output.best,
            sm.output.scatter, sm.output.feasible, style=sm.params.style, dpi=sm.params.dpi)
 log.info("wrote %s, %s, %s", sm.output.best, sm.output.scatter, sm.output.feasible)

@@ -10,10 +10,12 @@ from tinyevo.runtime import log_header, setup_logging  # noqa: E402
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
-log_header(log, "rank", {"proxies": list(sm.params.names), "weights": sm.params.weights or "equal"})
+method = sm.params.ranking["method"]
+log_header(log, "rank", {"proxies": list(sm.params.names), "weights": sm.params.weights or "equal",
+                         "ranking.method": method})
 try:
     rank_stage(sm.input.candidates, sm.input.scores, sm.params.names, sm.params.weights,
-               sm.output.ranked, sm.output.norm, sm.output.spread)
+               sm.output.ranked, sm.output.norm, sm.output.spread, method=method)
 except (ValueError, FileNotFoundError) as exc:
     log.error("%s", exc)
     sys.exit(1)

@@ -3,7 +3,7 @@ export, full-integer int8 feature extractor (TFLite, run with LiteRT) and the de
 
 Modules: ``prune`` (units, L1 ranking, channel removal, schedule order), ``keras_model`` (Keras
 builder from a NetSpec + weight transfer), ``quantize`` (TFLite int8 conversion, LiteRT runner),
-``budget`` (TyBox memory of a NetSpec via ``tinyevo.tybox.memory``, the budget choice), ``stage``
+``budget`` (TyBox memory of a NetSpec via ``tinyevo.space.memory``, the budget choice), ``stage``
 (the rule's ``run_compress`` and the plot).
 """
 

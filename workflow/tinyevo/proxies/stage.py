@@ -90,25 +90,36 @@ def gather_scores(shard_paths: Sequence, candidates_path, out_path, cache_dir=No
 
 
 def rank_stage(candidates_path, scores_path, names: Sequence[str], weights: Mapping[str, float] | None,
-               out_rank, out_norm, out_spread) -> pd.DataFrame:
-    """Candidates + proxies + z_<proxy> + avg + rank, the normalisation and the spread tables."""
-    from tinyevo.proxies.ranking import rank_population
+               out_rank, out_norm, out_spread, method: str = "zscore") -> pd.DataFrame:
+    """Candidates + proxies + z_<proxy> + avg (+ r_<proxy>) + score + rank, the pool normalisation
+    table and the spread table (:func:`tinyevo.proxies.ranking.rank_population`); ``method`` is
+    ``ranking.method``."""
+    from tinyevo.proxies.ranking import check_method, rank_population
 
+    check_method(method)  # a bad value fails before any file is read
     cand = _candidates(candidates_path)
     scores = read_parquet(scores_path, "score table")
-    ranked, norm, spread = rank_population(cand, scores, list(names), weights, logger=log)
+    ranked, norm, spread = rank_population(cand, scores, list(names), weights, method=method, logger=log)
     write_parquet(norm, out_norm)
     write_parquet(spread, out_spread)
     write_parquet(ranked, out_rank)
-    for r in norm.itertuples(index=False):
-        log.info("normalisation %-10s mean %.6g  std %.6g  weight %g", r.proxy, r.mean, r.std, r.weight)
+    moments = norm[norm["kind"] == "moments"]
+    for r in moments.itertuples(index=False):
+        log.info("normalisation %-10s mean %.6g  std %.6g  weight %g  (%d pool scores)", r.proxy, r.mean, r.std,
+                 r.weight, int(((norm["kind"] == "pool") & (norm["proxy"] == r.proxy)).sum()))
     for r in spread.itertuples(index=False):
-        log.info("spread %-10s min %.6g  max %.6g  cv %.3g%s", r.proxy, r.min, r.max, r.cv,
-                 "  (near constant)" if r.constant else "")
+        log.info("spread %-10s min %.6g  max %.6g  cv %.3g", r.proxy, r.min, r.max, r.cv)
     best = ranked.sort_values("rank").iloc[0]
-    feas = ranked[ranked["feasible"]].sort_values("rank") if "feasible" in ranked.columns else ranked.iloc[:0]
-    log.info("best AVG %.4f: %s (index %s)", best["avg"], best["arch"], best["index"])
-    if len(feas):
-        log.info("best feasible AVG %.4f: %s (index %s); %d of %d nets feasible", feas.iloc[0]["avg"],
-                 feas.iloc[0]["arch"], feas.iloc[0]["index"], len(feas), len(ranked))
+    log.info("ranking.method %s: best score %.4f (AVG %.4f): %s (index %s)", method, best["score"], best["avg"],
+             best["arch"], best["index"])
+    for flag in ("feasible", "trainable"):
+        if flag not in ranked.columns:
+            continue
+        sub = ranked[ranked[flag]].sort_values("rank")
+        if len(sub):
+            log.info("best %s net: score %.4f (AVG %.4f): %s (index %s); %d of %d nets %s", flag,
+                     sub.iloc[0]["score"], sub.iloc[0]["avg"], sub.iloc[0]["arch"], sub.iloc[0]["index"], len(sub),
+                     len(ranked), flag)
+        else:
+            log.warning("no net of the initial population is %s (see the enumerate log for the constraints)", flag)
     return ranked

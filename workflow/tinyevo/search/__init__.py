@@ -1,10 +1,11 @@
 """Aging evolution with constraint-aware selection (seed 000's genetic step, reference §3/§5).
 
-- :mod:`tinyevo.search.mutation`: one random, always net-changing mutation.
+- :mod:`tinyevo.search.mutation`: one random, always net-changing mutation that keeps the
+  trainability guards its parent satisfies.
 - :mod:`tinyevo.search.aging`: the loop (:func:`evolve`), scoring injected as a callable,
   resumable through :mod:`tinyevo.search.checkpoint`.
 - :mod:`tinyevo.search.select`: the C/NC before/after winners table.
-- :mod:`tinyevo.search.plots`: progress, AVG-vs-MACs Pareto and feasibility plots.
+- :mod:`tinyevo.search.plots`: progress, score-vs-MACs Pareto and feasibility plots.
 - :mod:`tinyevo.search.stage`: the rule-level entry point wiring the real proxy scorer.
 """
 

@@ -3,12 +3,16 @@
 The population starts as the ranked initial nets in age order. Each cycle:
 
 1. draw a sample of ``sample_size`` members without replacement,
-2. the parent is the sample member with the best *fitness* (``post_hoc``: AVG; ``penalty``:
-   AVG minus ``penalty`` per violated constraint, CNAS-style, reference §5); ties go to the
-   member drawn first,
-3. one mutation (:func:`tinyevo.search.mutation.mutate`),
+2. the parent is the sample member with the best *fitness* (``post_hoc``: ``score``, the
+   ``ranking.method``'s combined proxy score; ``penalty``: score minus ``penalty`` per violated
+   device limit or trainability guard, CNAS-style, reference §5); ties go to the member drawn
+   first,
+3. one mutation (:func:`tinyevo.search.mutation.mutate`; a child keeps every trainability guard
+   its parent satisfies),
 4. the child is scored by the injected ``evaluate`` callable (proxies through the score cache,
-   standardised with the *initial* mean/std), appended to the population and the history,
+   ranked against the *initial* pool: :func:`tinyevo.proxies.ranking.standardise`), measured and
+   flagged (:class:`tinyevo.space.constraints.Constraints`, memoised per arch), appended to the
+   population and the history,
 5. the oldest population member is removed. Children may become parents.
 
 ``children_per_cycle`` = B > 1: B independent samples of the population as it stands at the
@@ -40,14 +44,14 @@ import pandas as pd
 
 from tinyevo.search import checkpoint as ckpt
 from tinyevo.search.mutation import mutate
-from tinyevo.space import SearchSpace, cost_of
-from tinyevo.space.constraints import LIMITS, active_limits, check_row, violations
+from tinyevo.space import SearchSpace
+from tinyevo.space.constraints import Constraints, as_constraints
 
 log = logging.getLogger("tinyevo.search")
 
 Evaluate = Callable[[list], pd.DataFrame]
 MODES = ("post_hoc", "penalty")
-COSTS = ("params", "macs", "peak_sram", "flash")
+COSTS = ("params", "macs", "peak_sram", "flash")  # the cost-model columns of the history
 
 
 @dataclass(frozen=True)
@@ -87,20 +91,26 @@ class EvolutionResult:
     timings: dict = field(default_factory=dict)  # wall seconds: total, scoring; cycles run
 
 
-def proxy_columns(proxies: Sequence[str]) -> list[str]:
-    return [*proxies, *(f"z_{p}" for p in proxies), "avg"]
+def proxy_columns(proxies: Sequence[str], method: str = "zscore") -> list[str]:
+    """Raw proxies + :func:`tinyevo.proxies.ranking.score_columns` (z_<proxy>, avg, r_<proxy> for
+    ``rank``, score)."""
+    from tinyevo.proxies.ranking import score_columns
+
+    return [*proxies, *score_columns(proxies, method)]
 
 
 def prepare_initial(df: pd.DataFrame, proxies: Sequence[str], space: SearchSpace,
-                    what: str = "initial population table") -> pd.DataFrame:
+                    what: str = "initial population table", method: str = "zscore") -> pd.DataFrame:
     """Validate the ranked initial nets and put them in age order (``index`` column when present,
-    else file order). Needs ``arch``, ``avg`` and, per proxy, the raw score and ``z_<proxy>``."""
+    else file order). Needs ``arch`` and :func:`proxy_columns` (raw scores, z_<proxy>, avg,
+    r_<proxy> for the rank method, score)."""
     if df is None or len(df) == 0:
         raise ValueError(f"{what} has no rows: evolution needs the ranked initial nets")
-    need = ["arch", *proxy_columns(proxies)]
+    need = ["arch", *proxy_columns(proxies, method)]
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise ValueError(f"{what} lacks column(s) {missing}; it needs {need} (proxies from 'proxies.names')")
+        raise ValueError(f"{what} lacks column(s) {missing}; it needs {need} (proxies from 'proxies.names', "
+                         f"ranking.method {method!r})")
     if "index" in df.columns:
         df = df.sort_values("index", kind="stable")
     df = df.reset_index(drop=True)
@@ -109,103 +119,119 @@ def prepare_initial(df: pd.DataFrame, proxies: Sequence[str], space: SearchSpace
         raise ValueError(f"{what} lists architecture {dup!r} more than once")
     for a in df["arch"]:
         space.decode(a)  # raises ValueError naming the position
-    vals = df[proxy_columns(proxies)].astype(float)
-    if vals["avg"].isna().any():  # -inf is allowed: a net with a NaN proxy ranks last
-        bad = df.loc[vals["avg"].isna().to_numpy(), "arch"].iloc[0]
-        raise ValueError(f"{what}: column 'avg' is NaN for {bad!r}")
+    vals = df[proxy_columns(proxies, method)].astype(float)
+    for c in ("avg", "score"):  # -inf is allowed: a net that cannot be scored ranks last
+        if vals[c].isna().any():
+            bad = df.loc[vals[c].isna().to_numpy(), "arch"].iloc[0]
+            raise ValueError(f"{what}: column {c!r} is NaN for {bad!r}")
     out = df[["arch"]].copy()
-    for c in proxy_columns(proxies):
+    for c in proxy_columns(proxies, method):
         out[c] = vals[c].to_numpy()
     return out
 
 
-class _Costs:
-    def __init__(self, space: SearchSpace):
-        self.space = space
+class _Measures:
+    """Constraints.measure per arch, memoised (the TyBox estimate costs a few ms per net)."""
+
+    def __init__(self, space: SearchSpace, cons: Constraints):
+        self.space, self.cons = space, cons
         self.memo: dict[str, dict[str, int]] = {}
+        self.seconds = 0.0
 
     def __call__(self, arch: str) -> dict[str, int]:
         if arch not in self.memo:
-            c = cost_of(self.space.netspec(arch))
-            self.memo[arch] = {k: int(getattr(c, k)) for k in COSTS}
+            t0 = time.perf_counter()
+            m = self.cons.measure(self.space.netspec(arch))
+            self.memo[arch] = {k: int(m[k]) for k in self.columns}
+            self.seconds += time.perf_counter() - t0
         return self.memo[arch]
 
+    @property
+    def columns(self) -> list[str]:
+        return [*COSTS, *(c for c in self.cons.measure_columns if c not in (*COSTS, "feature_size"))]
 
-def _fitness(avg: float, costs: Mapping[str, int], constraints: Mapping[str, Any], p: EvolutionParams) -> float:
+
+def _fitness(score: float, n_violations: int, p: EvolutionParams) -> float:
     if p.constraints == "penalty":
-        return float(avg) - float(p.penalty) * violations(costs, constraints)
-    return float(avg)
+        return float(score) - float(p.penalty) * n_violations
+    return float(score)
 
 
-def _row(*, id_, cycle, slot, parent_id, parent, arch, mut, scores, costs, constraints, p, cache_hit, proxies):
+def _row(*, id_, cycle, slot, parent_id, parent, arch, mut, scores, costs, cons, p, cache_hit, cols):
     r: dict[str, Any] = {"id": id_, "cycle": cycle, "slot": slot, "parent_id": parent_id, "parent": parent,
                          "arch": arch, "gene": mut.gene if mut else None, "stage": mut.stage if mut else None,
                          "old": mut.old if mut else None, "new": mut.new if mut else None}
-    for c in proxy_columns(proxies):
+    for c in cols:
         r[c] = float(scores[c])
     r.update(costs)
-    flags = check_row(costs, constraints)
-    r.update(flags)
-    r["violations"] = int(violations(costs, constraints))
-    r["fitness"] = _fitness(r["avg"], costs, constraints, p)
+    r.update(cons.check(costs))
+    r["violations"] = int(cons.violations(costs))
+    r["fitness"] = _fitness(r["score"], r["violations"], p)
     r["cache_hit"] = bool(cache_hit)
     return r
 
 
-def rows_to_frame(rows: list[dict], constraints: Mapping[str, Any]) -> pd.DataFrame:
+def rows_to_frame(rows: list[dict], constraints: Constraints | Mapping[str, Any]) -> pd.DataFrame:
+    cons = as_constraints(constraints)
     df = pd.DataFrame.from_records(rows)
     for c in ("parent_id", "stage", "old", "new"):
         df[c] = pd.array(df[c].tolist(), dtype="Int64")
     for c in ("parent", "gene"):
         df[c] = df[c].astype(object)
-    for c in ("id", "cycle", "slot", "violations", *COSTS):
+    for c in ("id", "cycle", "slot", "violations", *COSTS, *(m for m in cons.measure_columns if m in df.columns)):
         df[c] = df[c].astype("int64")
-    for k in active_limits(constraints):
-        df[f"ok_{k}"] = df[f"ok_{k}"].astype(bool)
-    df["feasible"] = df["feasible"].astype(bool)
+    for c in cons.flag_columns:
+        df[c] = df[c].astype(bool)
     df["cache_hit"] = df["cache_hit"].astype(bool)
     return df
 
 
-def _check_scores(df: pd.DataFrame, archs: list[str], proxies: Sequence[str]) -> dict[str, dict]:
+def _check_scores(df: pd.DataFrame, archs: list[str], cols: Sequence[str]) -> dict[str, dict]:
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"the scorer returned {type(df).__name__}, expected a pandas DataFrame")
-    need = ["arch", *proxy_columns(proxies)]
+    need = ["arch", *cols]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise ValueError(f"the scorer's table lacks column(s) {missing}")
-    by = {a: r for a, r in zip(df["arch"], df[proxy_columns(proxies)].to_dict("records"))}
+    by = {a: r for a, r in zip(df["arch"], df[list(cols)].to_dict("records"))}
     lost = [a for a in archs if a not in by]
     if lost:
         raise ValueError(f"the scorer returned no scores for {lost}")
     for a in archs:
-        if np.isnan(by[a]["avg"]):  # -inf (a NaN proxy score) ranks last; NaN would break the max
-            raise ValueError(f"the scorer gave a NaN AVG for {a!r}")
+        if np.isnan(by[a]["score"]):  # -inf (cannot be scored) ranks last; NaN would break the max
+            raise ValueError(f"the scorer gave a NaN score for {a!r}")
     return by
 
 
-def run_key(p: EvolutionParams, constraints: Mapping[str, Any], proxies: Sequence[str], space: SearchSpace,
-            initial: pd.DataFrame, extra: Mapping[str, Any] | None = None) -> str:
-    params = {"evolution": asdict(p), "constraints": {k: constraints.get(k) for k in LIMITS},
-              "proxies": list(proxies), "space": repr(space), "extra": dict(extra or {})}
+def run_key(p: EvolutionParams, constraints: Constraints | Mapping[str, Any], proxies: Sequence[str],
+            space: SearchSpace, initial: pd.DataFrame, extra: Mapping[str, Any] | None = None,
+            method: str = "zscore") -> str:
+    params = {"evolution": asdict(p), "constraints": as_constraints(constraints).identity(),
+              "proxies": list(proxies), "method": method, "space": repr(space), "extra": dict(extra or {})}
     return ckpt.make_key(params, initial)
 
 
 def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxies: Sequence[str],
-           constraints: Mapping[str, Any], p: EvolutionParams, checkpoint_dir=None,
-           key_extra: Mapping[str, Any] | None = None, progress: Callable | None = None) -> EvolutionResult:
-    """Run (or resume) aging evolution. ``initial``: table with ``arch``, every proxy, ``z_<proxy>``
-    and ``avg`` (see :func:`prepare_initial`). ``evaluate(archs) -> DataFrame`` with the same
-    columns for new archs (the scorer + standardisation with the initial mean/std)."""
+           constraints: Constraints | Mapping[str, Any], p: EvolutionParams, checkpoint_dir=None,
+           key_extra: Mapping[str, Any] | None = None, progress: Callable | None = None,
+           method: str = "zscore") -> EvolutionResult:
+    """Run (or resume) aging evolution. ``initial``: table with ``arch`` and :func:`proxy_columns`
+    (see :func:`prepare_initial`); ``evaluate(archs) -> DataFrame`` with the same columns for new
+    archs (the scorer + :func:`tinyevo.proxies.ranking.standardise` against the initial pool).
+    ``constraints``: a :class:`~tinyevo.space.constraints.Constraints` or the ``constraints:``
+    mapping; ``method``: ``ranking.method`` (which score columns the tables carry)."""
     p.check()
+    cons = as_constraints(constraints)
+    cons.check_space(space)
     proxies = list(proxies)
-    initial = prepare_initial(initial, proxies, space)
+    cols = proxy_columns(proxies, method)
+    initial = prepare_initial(initial, proxies, space, method=method)
     P = len(initial)
     S, B = int(p.sample_size), int(p.children_per_cycle)
     if S > P:
         raise ValueError(f"config key 'evolution.sample_size' ({S}) exceeds the population size ({P} initial nets)")
-    costs = _Costs(space)
-    key = run_key(p, constraints, proxies, space, initial, key_extra)
+    measures = _Measures(space, cons)
+    key = run_key(p, cons, proxies, space, initial, key_extra, method)
     rng = np.random.default_rng(int(p.seed))
 
     state = ckpt.load(checkpoint_dir, key)
@@ -218,9 +244,11 @@ def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxie
         rows = []
         for i, rec in enumerate(initial.to_dict("records")):
             rows.append(_row(id_=i, cycle=0, slot=i, parent_id=None, parent=None, arch=rec["arch"], mut=None,
-                             scores=rec, costs=costs(rec["arch"]), constraints=constraints, p=p,
-                             cache_hit=False, proxies=proxies))
+                             scores=rec, costs=measures(rec["arch"]), cons=cons, p=p, cache_hit=False, cols=cols))
         start = 0
+        if not any(r["feasible"] for r in rows):
+            log.warning("no initial net is feasible under %s: C is found only if the evolution reaches one",
+                        cons.describe())
     seen = {r["arch"] for r in rows}
     fitness = [r["fitness"] for r in rows]
 
@@ -235,16 +263,16 @@ def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxie
             sample = rng.choice(P, size=S, replace=False)
             win = int(sample[int(np.argmax(fit[sample]))])
             parent = rows[first + win]
-            genes, mut = mutate(space, space.decode(parent["arch"]), rng)
+            genes, mut = mutate(space, space.decode(parent["arch"]), rng, cons)
             children.append((slot, parent, space.encode(genes), mut))
         archs = list(dict.fromkeys(c[2] for c in children))
         t0 = time.perf_counter()
-        scored = _check_scores(evaluate(archs), archs, proxies)
+        scored = _check_scores(evaluate(archs), archs, cols)
         t_score += time.perf_counter() - t0
         for slot, parent, arch, mut in children:
             r = _row(id_=len(rows), cycle=cycle, slot=slot, parent_id=parent["id"], parent=parent["arch"],
-                     arch=arch, mut=mut, scores=scored[arch], costs=costs(arch), constraints=constraints,
-                     p=p, cache_hit=arch in seen, proxies=proxies)
+                     arch=arch, mut=mut, scores=scored[arch], costs=measures(arch), cons=cons, p=p,
+                     cache_hit=arch in seen, cols=cols)
             seen.add(arch)
             rows.append(r)
             fitness.append(r["fitness"])
@@ -255,8 +283,9 @@ def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxie
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - t_total0
-    history = rows_to_frame(rows, constraints)
+    history = rows_to_frame(rows, cons)
     population = history.iloc[len(history) - P:].reset_index(drop=True)
     population.insert(0, "age_rank", np.arange(P, dtype="int64"))  # 0 = oldest member
     return EvolutionResult(history=history, population=population, resumed_from=start,
-                           timings={"total_s": elapsed, "scoring_s": t_score, "cycles": p.cycles - start})
+                           timings={"total_s": elapsed, "scoring_s": t_score, "cycles": p.cycles - start,
+                                    "measure_s": measures.seconds, "measured": len(measures.memo)})

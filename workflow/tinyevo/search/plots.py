@@ -1,4 +1,5 @@
-"""Evolution plots from the history table: best AVG per cycle (C and NC), AVG vs MACs with the
+"""Evolution plots from the history table: best ``score`` (the ``ranking.method``'s combined
+proxy score) per cycle (C among feasible nets, NC among trainable ones), score vs MACs with the
 Pareto front, share of feasible nets over time. Style and dpi come from ``report:``."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pandas as pd
 
 from tinyevo.io import savefig
 from tinyevo.search.select import describe_constraints
+from tinyevo.space.constraints import as_constraints
 
 
 def _plt(style: str):
@@ -26,12 +28,13 @@ def _plt(style: str):
 
 
 def best_per_cycle(history: pd.DataFrame) -> pd.DataFrame:
-    """Running best AVG of the history after each cycle (cycle 0 = initial population), overall
-    (NC) and among feasible nets (C; NaN until a feasible net exists)."""
+    """Running best ``score`` of the history after each cycle (cycle 0 = initial population) among
+    trainable nets (NC) and among feasible nets (C); NaN until such a net exists."""
     h = history.sort_values("id", kind="stable")
-    nc = h.groupby("cycle")["avg"].max().cummax()
-    c = h[h["feasible"]].groupby("cycle")["avg"].max().reindex(nc.index).cummax()
-    return pd.DataFrame({"cycle": nc.index.to_numpy(), "best_nc": nc.to_numpy(), "best_c": c.to_numpy()})
+    cycles = pd.Index(np.unique(h["cycle"].to_numpy()), name="cycle")
+    nc = h[h["trainable"]].groupby("cycle")["score"].max().reindex(cycles).cummax()
+    c = h[h["feasible"]].groupby("cycle")["score"].max().reindex(cycles).cummax()
+    return pd.DataFrame({"cycle": cycles.to_numpy(), "best_nc": nc.to_numpy(), "best_c": c.to_numpy()})
 
 
 def feasible_share(history: pd.DataFrame) -> pd.DataFrame:
@@ -48,14 +51,14 @@ def feasible_share(history: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"cycle": end.index.to_numpy(), "population": pop, "history": hist})
 
 
-def pareto_front(macs: np.ndarray, avg: np.ndarray) -> np.ndarray:
-    """Indices of the nets no other net beats on both fewer MACs and higher AVG, by MACs."""
-    order = np.lexsort((-avg, macs))
+def pareto_front(macs: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Indices of the nets no other net beats on both fewer MACs and a higher score, by MACs."""
+    order = np.lexsort((-score, macs))
     front, best = [], -np.inf
     for i in order:
-        if avg[i] > best:
+        if score[i] > best:
             front.append(i)
-            best = avg[i]
+            best = score[i]
     return np.asarray(front, dtype=int)
 
 
@@ -63,11 +66,11 @@ def plot_best(history: pd.DataFrame, path, style: str = "default", dpi: int = 11
     plt = _plt(style)
     b = best_per_cycle(history)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.step(b["cycle"], b["best_nc"], where="post", label="NC (unconstrained)")
-    ax.step(b["cycle"], b["best_c"], where="post", label="C (within constraints)")
+    ax.step(b["cycle"], b["best_nc"], where="post", label="NC (trainable, no device limits)")
+    ax.step(b["cycle"], b["best_c"], where="post", label="C (feasible)")
     ax.set_xlabel("cycle")
-    ax.set_ylabel("best AVG in the history")
-    ax.set_title("Aging evolution: best AVG per cycle")
+    ax.set_ylabel("best score in the history")
+    ax.set_title("Aging evolution: best score per cycle")
     ax.legend()
     savefig(fig, path, dpi=dpi)
 
@@ -76,22 +79,23 @@ def plot_scatter(history: pd.DataFrame, constraints: Mapping[str, Any], path, st
                  dpi: int = 110) -> None:
     plt = _plt(style)
     h = history.drop_duplicates("arch")
-    h = h[np.isfinite(h["avg"].to_numpy(float))]  # -inf AVG (a NaN proxy) cannot be drawn
+    h = h[np.isfinite(h["score"].to_numpy(float))]  # -inf (a net that cannot be scored) cannot be drawn
     fig, ax = plt.subplots(figsize=(6, 4))
     init = h["cycle"] == 0
     for mask, lab, mk in ((init & h["feasible"], "initial, feasible", "o"), (init & ~h["feasible"], "initial, infeasible", "x"),
                           (~init & h["feasible"], "evolved, feasible", "o"), (~init & ~h["feasible"], "evolved, infeasible", "x")):
         if mask.any():
-            ax.scatter(h.loc[mask, "macs"], h.loc[mask, "avg"], s=10, marker=mk, alpha=0.6, label=lab)
-    macs, avg = h["macs"].to_numpy(float), h["avg"].to_numpy(float)
-    f = pareto_front(macs, avg)
-    ax.step(macs[f], avg[f], where="post", color="k", lw=1.2, label="Pareto front")
-    if constraints.get("max_macs") is not None:
-        ax.axvline(constraints["max_macs"], color="r", ls="--", lw=1, label="max_macs")
+            ax.scatter(h.loc[mask, "macs"], h.loc[mask, "score"], s=10, marker=mk, alpha=0.6, label=lab)
+    macs, score = h["macs"].to_numpy(float), h["score"].to_numpy(float)
+    f = pareto_front(macs, score)
+    ax.step(macs[f], score[f], where="post", color="k", lw=1.2, label="Pareto front")
+    max_macs = as_constraints(constraints).limits.get("max_macs")
+    if max_macs is not None:
+        ax.axvline(max_macs, color="r", ls="--", lw=1, label="max_macs")
     ax.set_xscale("log")
     ax.set_xlabel("MACs per image")
-    ax.set_ylabel("AVG")
-    ax.set_title(f"AVG vs MACs ({describe_constraints(constraints)})", fontsize=9)
+    ax.set_ylabel("score")
+    ax.set_title(f"score vs MACs ({describe_constraints(constraints)})", fontsize=9, wrap=True)
     ax.legend(fontsize=7)
     savefig(fig, path, dpi=dpi)
 
@@ -105,7 +109,7 @@ def plot_feasible(history: pd.DataFrame, path, style: str = "default", dpi: int 
     ax.set_ylim(0, 100)
     ax.set_xlabel("cycle")
     ax.set_ylabel("feasible nets (%)")
-    ax.set_title("Share of nets within the constraints")
+    ax.set_title("Share of feasible nets (device limits and trainability guards)")
     ax.legend()
     savefig(fig, path, dpi=dpi)
 

@@ -1,7 +1,9 @@
 """Rule-level entry point of the evolution stage: wires the real proxy scorer
-(:class:`tinyevo.proxies.ProxyScorer`, its score cache and the shared data batch) and the
-initial normalisation (:func:`tinyevo.proxies.ranking.standardise`) into :func:`evolve`, then
-writes history, population and the winners table.
+(:class:`tinyevo.proxies.ProxyScorer`, its score cache and the shared data batch), the initial
+pool's normalisation (:func:`tinyevo.proxies.ranking.standardise`: children get ``z_<proxy>``,
+``avg``, ``r_<proxy>`` and ``score`` by the same ``ranking.method`` against the initial pool) and
+the constraints (limits, ``fit_device``, guards) into :func:`evolve`, then writes history,
+population and the winners table.
 
 Parallel children: every proxy computation runs with P = ``scoring.threads`` torch threads (a
 score's last bits depend on it, see :mod:`tinyevo.proxies.scorer`). With ``children_per_cycle``
@@ -48,8 +50,9 @@ def _score_chunk(archs: list[str]) -> pd.DataFrame:
 
 
 class ProxyEvaluator:
-    """``evaluate(archs) -> DataFrame(arch, <proxy>..., cache_hit, z_<proxy>..., avg)``: the real
-    scorer (in-process or a pool of worker processes) + standardisation with the initial norm.
+    """``evaluate(archs) -> DataFrame(arch, <proxy>..., cache_hit, z_<proxy>..., avg, [r_<proxy>...,]
+    score)``: the real scorer (in-process or a pool of worker processes) + standardisation against
+    the initial pool's normalisation table (its ``method`` column is the ranking method).
     ``scorer_args["threads"]`` is the scorer's torch thread count (``scoring.threads``)."""
 
     def __init__(self, scorer_args: Mapping[str, Any], norm: pd.DataFrame, workers: int = 1):
@@ -101,18 +104,31 @@ class ProxyEvaluator:
 
 def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, history_out, population_out,
               selected_out, search_space: Mapping, constraints: Mapping, evolution: Mapping, proxies: Mapping,
-              device: str = "auto", threads: int = 1, logger: logging.Logger | None = None) -> dict:
-    """Run the stage; returns a small summary (timings, counts) for the log / benchmarks."""
+              device: str = "auto", threads: int = 1, target: Mapping | None = None, accounting: str = "total",
+              ranking: Mapping | None = None, logger: logging.Logger | None = None) -> dict:
+    """Run the stage; returns a small summary (timings, counts) for the log / benchmarks.
+    ``target``: the ``device:`` config section (``constraints.fit_device`` checks against it),
+    ``accounting``: ``tybox.accounting``, ``ranking``: the ``ranking:`` section (checked against
+    the method the normalisation table was made for)."""
+    from tinyevo.proxies.ranking import norm_method, norm_proxies
+    from tinyevo.space.constraints import Constraints
+
     lg = logger or log
     p = EvolutionParams.from_config(evolution)
+    cons = Constraints.from_config(constraints, target, accounting)
     space = SearchSpace.from_config(search_space)
+    cons.check_space(space)
     names = list(proxies["names"])
     initial_raw = read_parquet(initial_path, "ranked initial nets")
     norm = read_parquet(norm_path, "proxy normalisation table")
-    initial = prepare_initial(initial_raw, names, space, what=f"ranked initial nets {initial_path}")
-    if sorted(norm.get("proxy", pd.Series(dtype=object)).tolist()) != sorted(names):
-        raise ValueError(f"normalisation table {norm_path} covers proxies {list(norm.get('proxy', []))}, "
+    method = norm_method(norm)
+    if ranking is not None and ranking.get("method", method) != method:
+        raise ValueError(f"normalisation table {norm_path} was made for ranking.method {method!r}, config key "
+                         f"'ranking.method' is {ranking['method']!r}: re-run the rank stage")
+    if sorted(norm_proxies(norm)) != sorted(names):
+        raise ValueError(f"normalisation table {norm_path} covers proxies {norm_proxies(norm)}, "
                          f"config key 'proxies.names' is {names}")
+    initial = prepare_initial(initial_raw, names, space, what=f"ranked initial nets {initial_path}", method=method)
     scorer_threads = int(proxies.get("threads", 1))
     workers = max(1, min(int(threads) // scorer_threads, int(p.children_per_cycle)))
     scorer_args = {"search_space": dict(search_space), "names": names, "data_dir": str(data_dir),
@@ -121,9 +137,10 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
     key_extra = {"norm": table_hash(norm), "scorer": {k: v for k, v in scorer_args.items() if k != "cache_dir"}}
     from tinyevo.runtime import progress
 
+    lg.info("ranking.method %s; constraints: %s", method, cons.describe())
     with ProxyEvaluator(scorer_args, norm, workers=workers) as ev:
-        res = evolve(initial, ev, space, names, constraints, p, checkpoint_dir=checkpoint_dir,
-                     key_extra=key_extra, progress=progress)
+        res = evolve(initial, ev, space, names, cons, p, checkpoint_dir=checkpoint_dir,
+                     key_extra=key_extra, progress=progress, method=method)
         ev.close()
     # One cache part file per scored batch accumulates over the cycles: merge them now that this
     # stage (the only writer at this point of the DAG) is done.
@@ -131,22 +148,28 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
 
     ScoreCache(cache_dir).compact()
     h = res.history
-    selected = select_winners(h, names, constraints)  # raises before anything is written
+    selected = select_winners(h, names, cons)  # raises before anything is written
     write_parquet(h, history_out)
     write_parquet(res.population, population_out)
     write_parquet(selected, selected_out)
     t = res.timings
     summary = {"nets": len(h), "children": int((h["cycle"] > 0).sum()),
-               "feasible_share": float(h["feasible"].mean()), "duplicates": int(h["cache_hit"].sum()),
+               "feasible_share": float(h["feasible"].mean()), "trainable_share": float(h["trainable"].mean()),
+               "duplicates": int(h["cache_hit"].sum()),
                "resumed_from": res.resumed_from, "total_s": t["total_s"], "scoring_s": t["scoring_s"],
+               "measure_s": t["measure_s"], "measured": t["measured"],
                "cycles_run": t["cycles"], "scorer_cache_hits": ev.scorer_cache_hits, "workers": ev.workers}
-    lg.info("history: %d nets (%d children, %d duplicates), %.1f %% within the constraints",
-            summary["nets"], summary["children"], summary["duplicates"], 100 * summary["feasible_share"])
+    lg.info("history: %d nets (%d children, %d duplicates), %.1f %% feasible, %.1f %% trainable",
+            summary["nets"], summary["children"], summary["duplicates"], 100 * summary["feasible_share"],
+            100 * summary["trainable_share"])
+    if t["measured"]:
+        lg.info("measures and flags: %d distinct nets in %.2f s (%.2f ms per net)", t["measured"], t["measure_s"],
+                1000 * t["measure_s"] / t["measured"])
     if t["cycles"]:
         lg.info("%d cycles in %.1f s (%.3f s/cycle), %.0f %% of it scoring; scorer cache hits %d of %d nets scored",
                 t["cycles"], t["total_s"], t["total_s"] / t["cycles"], 100 * t["scoring_s"] / max(t["total_s"], 1e-9),
                 ev.scorer_cache_hits, ev.scored)
     for r in selected.itertuples():
-        lg.info("%-2s %-6s avg %8.4f  params %s  macs %s  %s", r.net, r.phase, r.avg, r.params, r.macs, r.arch)
+        lg.info("%-2s %-6s score %8.4f  avg %8.4f  params %s  macs %s  %s", r.net, r.phase, r.score, r.avg, r.params,
+                r.macs, r.arch)
     return summary
-

@@ -3,7 +3,8 @@
 Torch is imported lazily (``tinyevo.space.torch_model``) so that this package stays cheap.
 """
 
-from tinyevo.space.constraints import active_limits, add_flags, check_row, violations
+from tinyevo.space.constraints import (GUARDS, LIMITS, Constraints, active_limits, add_flags, check_row,
+                                      constraints_from_config, min_stage_width, violations)
 from tinyevo.space.cost import Cost, cost_of, layer_table
 from tinyevo.space.spec import (
     GENES,
@@ -15,6 +16,7 @@ from tinyevo.space.spec import (
     space_from_config,
 )
 
-__all__ = ["GENES", "BlockSpec", "Cost", "Genes", "NetSpec", "SearchSpace", "active_limits", "add_flags",
-           "check_row", "cost_of", "layer_table", "violations",
+__all__ = ["GENES", "GUARDS", "LIMITS", "BlockSpec", "Constraints", "Cost", "Genes", "NetSpec", "SearchSpace",
+           "active_limits", "add_flags", "check_row", "constraints_from_config", "cost_of", "layer_table",
+           "min_stage_width", "violations",
            "round_width", "space_from_config"]

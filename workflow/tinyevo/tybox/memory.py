@@ -48,103 +48,20 @@ from pathlib import Path
 
 import numpy as np
 
+# The formula itself is numpy-only and shared with the search space and the compression stage:
+# it lives in tinyevo.space.memory (re-exported here, the stable API above).
+from ..space.memory import (  # noqa: F401
+    ACCOUNTINGS,
+    ARENA_ALIGN,
+    FLOAT_BYTES,
+    STATE_SCALARS,
+    arena_pair,
+    fe_constant_bytes,
+    graph_terms,
+    plan_arena,
+    tybox_buffer,
+)
 from .model import Graph, load_graph
-
-FLOAT_BYTES = 4
-# the generated code keeps lr, capacity, head, count and loss id as five 4-byte scalars
-STATE_SCALARS = 5
-ARENA_ALIGN = 4
-ACCOUNTINGS = ("total", "ram")
-
-
-def tybox_buffer(M: int, net_bytes: int, F: int, bytes_per_feature: int) -> tuple[int, int]:
-    """TyBox buffer: ``(buffer_bytes, n_samples)`` with buffer = M - net_bytes and
-    n_samples = floor(buffer / ((F + 1) * bytes_per_feature)), at least 0."""
-    if F < 1 or bytes_per_feature < 1:
-        raise ValueError(f"feature size F={F} and bytes_per_feature={bytes_per_feature} must be >= 1")
-    buffer_bytes = int(M) - int(net_bytes)
-    per_sample = (int(F) + 1) * int(bytes_per_feature)
-    return buffer_bytes, max(0, buffer_bytes // per_sample)
-
-
-def _align(n: int, a: int = ARENA_ALIGN) -> int:
-    return (n + a - 1) // a * a
-
-
-def _alias_root(g: Graph) -> dict:
-    """RESHAPE outputs share their input's memory (the generated code emits no copy)."""
-    root = {}
-    for op in g.ops:
-        if op.kind == "RESHAPE":
-            src = op.inputs[0]
-            root[op.outputs[0]] = root.get(src, src)
-    return root
-
-
-def plan_arena(g: Graph, align: int = ARENA_ALIGN) -> tuple[int, dict]:
-    """Greedy offline arena plan (largest tensors first, lowest free offset among tensors whose
-    lifetimes overlap). Returns (arena_bytes, {tensor index: byte offset}) for every activation,
-    RESHAPE outputs aliased onto their inputs."""
-    root = _alias_root(g)
-    n_ops = len(g.ops)
-    first, last, size = {}, {}, {}
-
-    def touch(t, k):
-        r = root.get(t, t)
-        first.setdefault(r, k)
-        first[r] = min(first[r], k)
-        last[r] = max(last.get(r, k), k)
-        size[r] = g.tensors[r].nbytes
-
-    touch(g.inputs[0], -1)
-    for op in g.ops:
-        for t in op.inputs:
-            if t >= 0 and not g.tensors[t].is_const:
-                touch(t, op.index)
-        for t in op.outputs:
-            touch(t, op.index)
-    touch(g.outputs[0], n_ops)
-
-    order = sorted(size, key=lambda r: (-size[r], first[r], r))
-    placed: list[tuple[int, int, int]] = []  # (offset, end, tensor)
-    offsets = {}
-    for r in order:
-        clash = sorted((o, e) for (o, e, s) in placed if not (last[s] < first[r] or last[r] < first[s]))
-        off = 0
-        for o, e in clash:
-            if off + size[r] <= o:
-                break
-            off = max(off, _align(e, align))
-        offsets[r] = off
-        placed.append((off, off + size[r], r))
-    arena = max((e for _, e, _ in placed), default=0)
-    for t, r in root.items():
-        offsets[t] = offsets[r]
-    return _align(arena, align), offsets
-
-
-def arena_pair(g: Graph) -> int:
-    """TyBox's activation term: the largest (activation_r + activation_r+1) in bytes over the
-    FE's activations in execution order (RESHAPE outputs are the same data: skipped)."""
-    root = _alias_root(g)
-    acts = [t for t in g.activations() if t not in root]
-    sizes = [g.tensors[t].nbytes for t in acts]
-    if len(sizes) == 1:
-        return sizes[0]
-    return max(a + b for a, b in zip(sizes[:-1], sizes[1:]))
-
-
-def fe_constant_bytes(g: Graph) -> dict:
-    """Bytes of the constant data the generated code stores for the FE."""
-    w = b = q = 0
-    for op in g.ops:
-        if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            w += g.tensors[op.inputs[1]].nbytes
-            if len(op.inputs) > 2 and op.inputs[2] >= 0:
-                b += g.tensors[op.inputs[2]].numel * 4
-            cout = g.tensors[op.outputs[0]].shape[-1]
-            q += cout * 2 * 4  # int32 multiplier + int32 shift per output channel
-    return {"fe_weights": w, "fe_biases": b, "fe_quant_params": q}
 
 
 def load_classifier_weights(classifier) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +96,8 @@ def load_classifier_weights(classifier) -> tuple[np.ndarray, np.ndarray]:
 
 def memory_terms(tflite_path, classifier_weights, M: int, accounting: str = "total",
                  bytes_per_feature: int = 1) -> dict:
-    """Every term of the TyBox memory model for an int8 FE + float classifier (see module doc)."""
+    """Every term of the TyBox memory model for an int8 FE + float classifier (see module doc and
+    :func:`tinyevo.space.memory.graph_terms`)."""
     if accounting not in ACCOUNTINGS:
         raise ValueError(f"tybox.accounting must be one of {ACCOUNTINGS}, got {accounting!r}")
     g = tflite_path if isinstance(tflite_path, Graph) else load_graph(tflite_path)
@@ -187,26 +105,7 @@ def memory_terms(tflite_path, classifier_weights, M: int, accounting: str = "tot
     F, C = kernel.shape
     if F != g.feature_size:
         raise ValueError(f"classifier input size {F} != feature size {g.feature_size} of {g.path}")
-    if C > 127:
-        raise ValueError(f"{C} classes: the int8 label of the buffer holds at most 127")
-    t = {"feature_size": int(F), "num_classes": int(C), "bytes_per_feature": int(bytes_per_feature),
-         "sample_bytes": (int(F) + 1) * int(bytes_per_feature)}
-    t.update(fe_constant_bytes(g))
-    t["fe_flash"] = t["fe_weights"] + t["fe_biases"] + t["fe_quant_params"]
-    t["arena_pair"] = arena_pair(g)
-    t["arena"] = max(plan_arena(g)[0], t["arena_pair"])
-    t["classifier_weights"] = (F * C + C) * FLOAT_BYTES
-    t["classifier_activations"] = (F + C) * FLOAT_BYTES
-    t["state"] = C * FLOAT_BYTES + STATE_SCALARS * 4
-    ram_fixed = t["arena"] + t["classifier_weights"] + t["classifier_activations"] + t["state"]
-    t["net_bytes"] = ram_fixed + (t["fe_flash"] if accounting == "total" else 0)
-    t["buffer_bytes"], t["n_samples"] = tybox_buffer(M, t["net_bytes"], F, bytes_per_feature)
-    t["buffer_used"] = t["n_samples"] * t["sample_bytes"]
-    t["ram_bytes"] = ram_fixed + t["buffer_used"]
-    t["flash_constants"] = t["fe_flash"] + t["classifier_weights"]
-    t["M"] = int(M)
-    t["accounting"] = accounting
-    return t
+    return graph_terms(g, C, M, accounting=accounting, bytes_per_feature=bytes_per_feature)
 
 
 _REGION = {"fe_weights": "flash", "fe_biases": "flash", "fe_quant_params": "flash",

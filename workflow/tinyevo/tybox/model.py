@@ -11,10 +11,12 @@ produces are accepted; anything else raises :class:`UnsupportedModelError` namin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+# the graph description is shared with the NetSpec memory estimate (tinyevo.space.memory)
+from ..space.memory import Graph, Op, Tensor  # noqa: F401  (re-exported: tybox.model.Graph etc.)
 
 SUPPORTED_OPS = (
     "CONV_2D",
@@ -37,69 +39,6 @@ _ACT = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
 
 class UnsupportedModelError(ValueError):
     """The .tflite uses something the generator does not implement."""
-
-
-@dataclass
-class Tensor:
-    index: int
-    name: str
-    shape: tuple
-    dtype: type
-    scale: np.ndarray | None = None  # float64, per-tensor (1,) or per-channel (C,)
-    zero_point: np.ndarray | None = None
-    quantized_dimension: int = 0
-    data: np.ndarray | None = None  # constant tensors only
-
-    @property
-    def is_const(self) -> bool:
-        return self.data is not None
-
-    @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape)) if len(self.shape) else 1
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * np.dtype(self.dtype).itemsize
-
-
-@dataclass
-class Op:
-    index: int
-    kind: str
-    inputs: list
-    outputs: list
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
-class Graph:
-    path: str
-    tensors: list
-    ops: list
-    inputs: list
-    outputs: list
-
-    @property
-    def input(self) -> Tensor:
-        return self.tensors[self.inputs[0]]
-
-    @property
-    def output(self) -> Tensor:
-        return self.tensors[self.outputs[0]]
-
-    @property
-    def feature_size(self) -> int:
-        return self.output.numel
-
-    def activations(self) -> list:
-        """Non-constant tensors in execution order: the graph input, then each op's output."""
-        seen, out = set(), []
-        for t in [self.inputs[0]] + [o for op in self.ops for o in op.outputs]:
-            if t not in seen:
-                seen.add(t)
-                out.append(t)
-        return out
 
 
 def _schema():
