@@ -38,6 +38,7 @@ TINY = {
     "scoring": {"shards": 2},
     "evolution": {"cycles": 6, "sample_size": 3, "checkpoint_every": 2},
     "train": {"epochs": 2, "batch_size": 32},
+    "final_round": {"k": 4, "epochs": [1, 1]},
     "validation": {"nets": 4, "epochs": 1},
     "compress": {"max_steps": 2, "finetune_epochs": 0, "representative_samples": 16},
     "device": {"ram_bytes": 131072, "min_buffer_samples": 4},

@@ -46,7 +46,7 @@ SKIP_DIRS = {"logs", "cache"}
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 JOB_HEADER = re.compile(r"^\s*(local)?rule (\w+):\s*$", re.M)
 # The dry-run check of the real profile: rules that must get a GPU, and targets that reach them.
-GPU_RULES = ("train", "validate_net")
+GPU_RULES = ("train", "final_round_train", "validate_net")
 DRY_RUN_TARGETS = ("results/rank/initial.parquet", "results/train/C/model.pt",
                    "results/validation/trained.parquet")
 LOCAL_LIMIT_MB = 1000  # memory per job on the test node (the profile asks for cluster-sized amounts)

@@ -13,27 +13,33 @@ REPORT_TABLES = {
     "space_candidates": ("Space", f"{RESULTS}/space/candidates.parquet",
                          "The initial population: architecture string, genes, parameters, MACs per image, peak "
                          "int8 activation SRAM (largest pair of consecutive activations), int8 flash, feature "
-                         "size F, one ok_<limit> flag per configured constraint and feasible (all hold)."),
+                         "size F, narrowest stage width (min_stage_width), TyBox device need (device_bytes), one "
+                         "ok_<limit> flag per configured limit, ok_device, one ok_<guard> per trainability guard, "
+                         "within_limits (device limits hold), trainable (guards hold) and feasible (both)."),
     "rank_initial": ("Proxies", RANK_OUTPUTS["ranked"],
                      "Zero-cost proxy scores of every initial net, their z-scores (sample std over the "
-                     "population) and AVG, the mean of the z-scores; rank 1 is the best AVG. Larger is better "
-                     "for every proxy."),
+                     "population) and AVG (the paper's mean z-score), r_<proxy> (mid-rank CDF in the "
+                     "population, rank method) and score, the value of the configured ranking.method; rank 1 "
+                     "is the best score. Larger is better for every proxy."),
     "rank_spread": ("Proxies", RANK_OUTPUTS["spread"],
-                    "Spread of each proxy over the population (mean, std, min, max, coefficient of variation). "
-                    "A (near) zero cv means the proxy cannot tell the nets apart, as happened to synflow and "
-                    "jacob_cov in the paper."),
+                    "Spread of each proxy over the population (finite and NaN counts, mean, std, min, max, "
+                    "coefficient of variation). Whether a proxy tells architectures apart rather than "
+                    "initialisations is the informativeness table's job."),
     "rank_normalisation": ("Proxies", RANK_OUTPUTS["norm"],
-                           "Mean and standard deviation used to standardise each proxy (also for the children "
-                           "of the evolution) and its weight in AVG."),
+                           "The initial pool every net is ranked against (the children of the evolution too): per "
+                           "proxy its mean, std and weight (kind moments) and its sorted finite scores (kind pool); "
+                           "method = ranking.method."),
     "evolution_selected": ("Evolution", f"{RESULTS}/evolution/selected.parquet",
-                           "Best constrained (C) and unconstrained (NC) nets by AVG before evolution (initial "
-                           "population) and after (whole history): the paper's Table 1/4."),
+                           "Best constrained (C, among feasible nets) and unconstrained (NC, among trainable nets) "
+                           "nets by score before evolution (initial population) and after (whole history): the "
+                           "paper's Table 1/4."),
     "evolution_history": ("Evolution", f"{RESULTS}/evolution/history.parquet",
                           "Every net the search saw: the initial nets (cycle 0) and one row per child with its "
-                          "parent, the mutation (gene, stage, old and new value), proxies, AVG, costs and "
-                          "feasibility."),
+                          "parent, the mutation (gene, stage, old and new value), proxies, AVG, score, costs, "
+                          "device need and the constraint and guard flags."),
     "evolution_population": ("Evolution", f"{RESULTS}/evolution/population.parquet",
                              "The population after the last cycle (the youngest nets)."),
+    **FINAL_ROUND_TABLES,  # the final round's choice (+ finalists when final_round.k > 0), final_round.smk
     "train_C_metrics": ("Training", f"{RESULTS}/train/C/metrics.parquet",
                         "Final and best test accuracy of the constrained winner C."),
     "train_C_history": ("Training", f"{RESULTS}/train/C/history.parquet",

@@ -20,7 +20,7 @@ log_header(log, "train", {"net": sm.wildcards.net, "classes": sm.params.classes[
 
 from tinyevo.train.stage import checkpoint_path_for, run_training  # noqa: E402
 
-run_training(selected=sm.input.selected, data_dir=os.path.dirname(sm.input.data[0]), net=sm.wildcards.net,
+run_training(choice=sm.input.choice, data_dir=os.path.dirname(sm.input.data[0]), net=sm.wildcards.net,
              search_space=sm.params.search_space, settings=sm.params.train, subset=sm.params.classes,
              device=sm.params.device, amp=sm.params.amp, out_model=sm.output.model,
              out_history=sm.output.history, out_metrics=sm.output.metrics, out_confusion=sm.output.confusion,

@@ -1,10 +1,10 @@
-"""Training: a reusable loop, the training stage (``results/train/{net}/``) and the proxy
-validation stage (``results/validation/``).
+"""Training: a reusable loop, the short-training final round (``results/evolution/final/``), the
+training stage (``results/train/{net}/``) and the proxy validation stage (``results/validation/``).
 
 Loop API (also used by the compression stage for short fine-tunes)
 ------------------------------------------------------------------
 ``fit(model, train=(x, y), test=(x, y) | None, stats=(mean, std), settings, device,
-checkpoint_path=None, progress=True, amp=False, on_mismatch="error") -> pandas.DataFrame``
+checkpoint_path=None, progress=True, amp=False, on_mismatch="error", stop_after=None) -> pandas.DataFrame``
     Trains ``model`` in place. ``x`` are uint8 images N x H x W x C (memmaps are fine: batches
     are gathered on the fly and normalised on the device as ``(x / 255 - mean) / std`` with the
     per-channel ``stats`` of the data stage); ``y`` are int64 labels < the classifier's outputs.
@@ -26,6 +26,8 @@ checkpoint_path=None, progress=True, amp=False, on_mismatch="error") -> pandas.D
     weights of an uninterrupted run. A checkpoint of another network (NetSpec / tensor shapes),
     other settings or other data sizes raises ``ValueError`` (``on_mismatch="error"``) or is
     ignored with a warning (``"restart"``); an unreadable one raises ``ValueError``.
+    ``stop_after`` ends the run after that many of its ``epochs`` (the schedule still spans
+    ``epochs``); a later call with a larger ``stop_after`` continues it from the checkpoint.
 
 ``evaluate(model, x, y, stats, device, batch_size=256, amp=False) -> (loss, acc, predictions)``
     Eval mode, no gradients: per-sample mean cross-entropy, accuracy, predicted labels (int64).
@@ -37,8 +39,11 @@ Stage functions
 ---------------
 ``run_training`` (rule ``train``), ``train_net`` (a NetSpec + arrays -> TrainResult),
 ``class_subset`` (branches ``C``, ``NC``, ``C-inc``, ``C-src``, see :mod:`tinyevo.train.classes`),
-``train_sampled`` / ``gather`` / ``correlations`` (proxy validation, see
-:mod:`tinyevo.train.validation`), ``plot_history`` / ``plot_scatter``.
+``plan_stage`` / ``train_slot`` / ``gather_stage`` (search-quality validation: ``stratified_sample``,
+``measure_table``, ``validation_plan``, ``train_eval``, ``quality_table``, ``noise_table``, see
+:mod:`tinyevo.train.validation`), ``plot_history`` / ``plot_scatter``; the short-training final
+round (``select_candidates``, ``round_slots``, ``run_slot``, ``survivors``, ``run_choice``, see
+:mod:`tinyevo.train.final_round`) and ``chosen_arch`` (the arch rule ``train`` trains).
 """
 
 from __future__ import annotations
@@ -51,10 +56,15 @@ _EXPORTS = {
     "NETS": "classes", "ClassSubset": "classes", "base_net": "classes", "class_subset": "classes",
     "DEFAULT_SETTINGS": "loop", "HISTORY_COLUMNS": "loop", "augment_batch": "loop", "evaluate": "loop",
     "fit": "loop", "load_checkpoint": "loop", "resolve_settings": "loop",
-    "TrainResult": "stage", "confusion_table": "stage", "run_training": "stage", "selected_arch": "stage",
-    "train_net": "stage",
-    "correlations": "validation", "gather": "validation", "sample_nets": "validation",
-    "train_sampled": "validation", "measures_of": "validation",
+    "TrainResult": "stage", "chosen_arch": "stage", "confusion_table": "stage", "run_training": "stage",
+    "selected_arch": "stage", "train_net": "stage",
+    "NoCandidate": "final_round", "round_slots": "final_round", "select_candidates": "final_round",
+    "survivors": "final_round", "rank_round": "final_round", "run_slot": "final_round",
+    "gather_round": "final_round", "finalists_of": "final_round", "choose": "final_round",
+    "run_choice": "final_round", "plot_final_round": "final_round",
+    "stratified_sample": "validation", "measure_table": "validation", "validation_plan": "validation",
+    "train_eval": "validation", "quality_table": "validation", "noise_table": "validation",
+    "plan_stage": "validation", "train_slot": "validation", "gather_stage": "validation",
     "plot_history": "plots", "plot_scatter": "plots",
 }
 __all__ = sorted(_EXPORTS)

@@ -109,6 +109,24 @@ def selected_arch(selected_path, net: str) -> str:
     return str(rows["arch"].iloc[0])
 
 
+def chosen_arch(choice_path, net: str) -> str:
+    """The architecture string of the base net of ``net`` in the choice table of the final round
+    (``results/evolution/choice.parquet``: one row per net C/NC, see
+    :mod:`tinyevo.train.final_round`). A table with a ``phase`` column is the evolution's
+    selection table and gives its pure zero-cost pick (:func:`selected_arch`)."""
+    df = read_parquet(choice_path, "net choice table")
+    if "phase" in df.columns:
+        return selected_arch(choice_path, net)
+    missing = {"net", "arch"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{choice_path}: missing columns {sorted(missing)}")
+    base = base_net(net)
+    rows = df[df["net"] == base]
+    if len(rows) != 1 or pd.isna(rows["arch"].iloc[0]):
+        raise ValueError(f"{choice_path}: expected one row with net == {base!r} and an arch, found {len(rows)}")
+    return str(rows["arch"].iloc[0])
+
+
 def load_data(data_dir):
     """(train, test, stats) of the data stage's arrays (uint8 memmaps)."""
     from tinyevo.data import load_split, load_stats
@@ -116,12 +134,13 @@ def load_data(data_dir):
     return load_split(data_dir, "train"), load_split(data_dir, "test"), load_stats(data_dir)
 
 
-def run_training(selected: str, data_dir: str, net: str, search_space: Mapping[str, Any],
+def run_training(choice: str, data_dir: str, net: str, search_space: Mapping[str, Any],
                  settings: Mapping[str, Any], subset: Mapping[str, Any] | ClassSubset, device: str, amp: bool,
                  out_model: str, out_history: str, out_metrics: str, out_confusion: str,
                  checkpoint: str | None = None, progress: bool = True,
                  logger: logging.Logger | None = None) -> TrainResult:
-    """The rule ``train``: everything from the files to the files. ``subset`` is
+    """The rule ``train``: everything from the files to the files. ``choice`` is the final
+    round's choice table (:func:`chosen_arch`). ``subset`` is
     ``class_subset(net, ...)`` or its ``meta()`` dict (how the rule passes it as a param). The
     checkpoint (per epoch) lives next to the outputs and is removed once they are written."""
     from tinyevo.runtime import pick_device
@@ -129,7 +148,7 @@ def run_training(selected: str, data_dir: str, net: str, search_space: Mapping[s
 
     log = logger or LOG
     space = SearchSpace.from_config(search_space)
-    arch = selected_arch(selected, net)
+    arch = chosen_arch(choice, net)
     spec = space.netspec(arch)
     if not isinstance(subset, ClassSubset):
         subset = ClassSubset(tuple(int(c) for c in subset["classes"]), int(subset["num_outputs"]),
