@@ -12,12 +12,26 @@ from tinyevo.config import ConfigError, dump_yaml, load_config, load_schema
 
 def test_defaults_filled_and_derived(tmp_path):
     cfg, _ = load_config([write_yaml(tmp_path / "c.yaml", {"seed": 7})])
-    assert cfg["train"]["lr"] == 0.1 and cfg["train"]["epochs"] == 20
+    assert cfg["train"]["lr"] == 0.05 and cfg["train"]["schedule"] == "cosine" and cfg["train"]["epochs"] == 20
     assert cfg["dataset"]["name"] == "digits"
     assert cfg["search_space"]["resolution"] == cfg["dataset"]["resolution"] == 32
     assert cfg["search_space"]["num_classes"] == 10
     assert cfg["train"]["seed"] == cfg["proxies"]["seed"] == 7
     assert len(cfg["search_space"]["population"]["structures"]) == 8
+
+
+def test_paper_config_restores_the_published_method():
+    """config/paper.yaml on top of the default: the genetic-NAS paper's method, none of the
+    additions (final round, device constraint, guard), the dataset of the files before it."""
+    cfg, _ = load_config([REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml"])
+    assert cfg["proxies"]["names"] == ["snip", "synflow_relu6", "jacob_cov"]
+    assert cfg["ranking"]["method"] == "zscore" and cfg["evolution"]["constraints"] == "post_hoc"
+    assert (cfg["train"]["lr"], cfg["train"]["schedule"], cfg["train"]["epochs"]) == (0.1, "constant", 40)
+    assert cfg["final_round"]["k"] == 0
+    assert cfg["constraints"]["fit_device"] is False and cfg["constraints"]["min_width"] is None
+    assert cfg["dataset"]["source"] == "digits"
+    default, _ = load_config([REPO / "config" / "config.yaml"])
+    assert default["proxies"]["names"] != cfg["proxies"]["names"] and default["final_round"]["k"] > 0
 
 
 def test_default_config_file_is_valid():

@@ -1,4 +1,4 @@
-# Stage 7: compression (seed 004). Structured L1 pruning of the trained net with a short
+# Stage 7: compression (the TyBox thesis). Structured L1 pruning of the trained net with a short
 # fine-tune per step, the least-pruned step whose TyBox buffer fits the device (device.ram_bytes,
 # device.min_buffer_samples), torch -> Keras export, int8 feature extractor (TFLite, LiteRT) +
 # float classifier; tables and a size-vs-accuracy plot.

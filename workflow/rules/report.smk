@@ -51,11 +51,21 @@ REPORT_TABLES = {
     "train_C_confusion": ("Training", f"{RESULTS}/train/C/confusion.parquet",
                           "Confusion matrix of C on the test split in long format (true class, predicted class, count)."),
     "validation_correlations": ("Validation", f"{RESULTS}/validation/correlations.parquet",
-                                "Spearman and Kendall rank correlation (with p-values) of each proxy, AVG, params "
-                                "and MACs with the test accuracy of briefly trained random nets: which measures "
-                                "carry signal on this dataset."),
+                                "Search quality on this dataset: for every measure (each proxy, each ranking "
+                                "method, score = the configured one, params, MACs, the narrowest stage width, "
+                                "random) and target (val / test accuracy of the briefly trained sample), "
+                                "Spearman and Kendall with bootstrap 95 % intervals, the paired interval of "
+                                "the difference to params, precision at the top, the measure's pick and its "
+                                "regret. Defaults are chosen on val, never on test."),
     "validation_trained": ("Validation", f"{RESULTS}/validation/trained.parquet",
-                           "The sampled nets with their proxy scores, costs and test accuracy."),
+                           "The trained nets (stratified sample, every measure's pick, the repeated-seed "
+                           "nets) with their costs and validation and test accuracy."),
+    "validation_noise": ("Validation", f"{RESULTS}/validation/noise.parquet",
+                         "Noise ceiling: Spearman between two training seeds of the same nets; a measure "
+                         "cannot be expected to predict one seed's accuracy better than another seed does."),
+    "validation_plan": ("Validation", f"{RESULTS}/validation/plan.parquet",
+                        "What the validation stage trains and why: slot, role (sample, pick, seed), measure, "
+                        "arch, seed."),
     "compress_pruning": ("Compression", f"{RESULTS}/compress/C/pruning.parquet",
                          "Every structured-pruning step of C (the thesis's Table 2): layer, filters kept/total, "
                          "parameters, feature size F, size and accuracy, and whether its TyBox buffer fits."),

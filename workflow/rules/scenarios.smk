@@ -1,4 +1,4 @@
-# Stage 9: on-device learning scenarios (seed 004, section 4.3). One job per {scenario} in
+# Stage 9: on-device learning scenarios (the TyBox thesis, "Neural Architecture Search for Tiny Incremental On-Device Learning"). One job per {scenario} in
 # scenarios.names and {variant} in scenarios.variants runs every repetition over the same seeded
 # streams: tybox / tinyol through the compiled harness of the generated C++ (buffer N_B / 1),
 # float with the trained float model and the same learning rule in Python. A gather per scenario

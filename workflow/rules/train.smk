@@ -1,5 +1,5 @@
-# Stage 6: training the evolution winners (and their class-subset branches), and validating the
-# zero-cost proxies by training a random sample of the initial population.
+# Stage 6: training the evolution winners (and their class-subset branches), and the search-quality
+# validation: a stratified sample of the initial nets and every measure's top picks, trained briefly.
 
 TRAIN_DIR = f"{RESULTS}/train"
 VALIDATION_DIR = f"{RESULTS}/validation"
@@ -8,14 +8,36 @@ _TRAIN_DATA_FILES = [f"{_TRAIN_DATA}/{s}_{a}.npy" for s in ("train", "test") for
     f"{_TRAIN_DATA}/stats.parquet"
 ]
 _TRAIN_NET_RE = "C|NC|C-inc|C-src"
-# Measures correlated with accuracy in the proxy validation (same order as tinyevo.train.validation).
-VALIDATION_MEASURES = [*config["proxies"]["names"], "avg", "params", "macs"]
+# Search quality (validation stage): the measures and the number of training slots, known before
+# any table exists (tinyevo.train.validation, imported without pandas or torch).
+from tinyevo.train.validation import measure_names as _measure_names
+from tinyevo.train.validation import pick_measures as _pick_measures
+from tinyevo.train.validation import plan_size as _plan_size
+
+_VALIDATION_DATA_FILES = [f"{_TRAIN_DATA}/{s}_{a}.npy" for s in ("train", "val", "test") for a in ("x", "y")] + [
+    f"{_TRAIN_DATA}/stats.parquet"
+]
+_VALIDATION_METHOD = config.get("ranking", {}).get("method", "zscore")
+VALIDATION_MEASURES = _measure_names(config["proxies"]["names"])
+VALIDATION_SLOTS = _plan_size(config["validation"]["nets"], config["validation"]["top_k"],
+                              config["validation"]["seeds"], config["validation"]["seed_nets"],
+                              len(_pick_measures(VALIDATION_MEASURES)))
+
+
+# The validation recipe: the `train` section with validation.epochs and, where set, validation.lr /
+# validation.schedule; the seed comes from each plan slot, the threads from validation.threads.
+_VALIDATION_SETTINGS = {
+    **_train_settings(config["validation"]["epochs"]),
+    **{k: config["validation"][k] for k in ("lr", "schedule") if config["validation"].get(k) is not None},
+}
+_VALIDATION_SETTINGS = {k: v for k, v in _VALIDATION_SETTINGS.items() if k not in ("seed", "threads")}
 
 
 rule train:
-    """Train the evolution winner of {net} (C-inc / C-src: net C on a class subset)."""
+    """Train the chosen net {net} (results/evolution/choice.parquet; C-inc / C-src: net C on a
+    class subset)."""
     input:
-        selected=f"{RESULTS}/evolution/selected.parquet",
+        choice=f"{RESULTS}/evolution/choice.parquet",
         data=_TRAIN_DATA_FILES,
     output:
         model=f"{TRAIN_DIR}/{{net}}/model.pt",
@@ -68,29 +90,58 @@ rule plot_training:
         "../scripts/train_plot.py"
 
 
-rule validate_net:
-    """Proxy validation: train the {i}-th net of the seeded sample of the ranked population."""
+rule validation_plan:
+    """Search quality, step 1: every measure of every initial net, and the training slots (a
+    stratified sample of the pool, the top picks of every measure, the noise-ceiling seeds)."""
     input:
         ranked=f"{RESULTS}/rank/initial.parquet",
-        data=_TRAIN_DATA_FILES,
+    output:
+        plan=f"{VALIDATION_DIR}/plan.parquet",
+        measures=f"{VALIDATION_DIR}/measures.parquet",
+    params:
+        proxies=config["proxies"]["names"],
+        method=_VALIDATION_METHOD,
+        weights=config["proxies"].get("weights"),
+        nets=config["validation"]["nets"],
+        top_k=config["validation"]["top_k"],
+        seeds=config["validation"]["seeds"],
+        seed_nets=config["validation"]["seed_nets"],
+        seed=config["validation"]["seed"],
+        search_space=config["search_space"],
+        slots=VALIDATION_SLOTS,
+    log:
+        log_of("validation", "plan"),
+    conda:
+        env("torch")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/validate_plan.py"
+
+
+rule validate_net:
+    """Search quality, step 2: train the net of plan slot {i} with the validation recipe and
+    evaluate it on the val and test splits."""
+    input:
+        plan=f"{VALIDATION_DIR}/plan.parquet",
+        data=_VALIDATION_DATA_FILES,
     output:
         f"{VALIDATION_DIR}/nets/{{i}}.parquet",
     wildcard_constraints:
         i=r"\d+",
     params:
-        nets=config["validation"]["nets"],
-        epochs=config["validation"]["epochs"],
-        seed=config["validation"]["seed"],
-        proxies=config["proxies"]["names"],
         search_space=config["search_space"],
-        train=_train_settings(config["validation"]["epochs"], config["validation"]["seed"]),
+        train=_VALIDATION_SETTINGS,
         device=config["compute"]["device"],
         amp=config["compute"]["amp"],
+        torch_threads=config["validation"]["threads"],
     log:
         log_of("validation", "net_{i}"),
     conda:
         env("torch")
-    threads: config["train"]["threads"]
+    threads: config["validation"]["threads"]
     resources:
         gpu=_train_gpu(),
         mem_mb=8000,
@@ -100,14 +151,21 @@ rule validate_net:
 
 
 rule validation_gather:
-    """Spearman / Kendall correlation of every proxy, AVG, params and MACs with test accuracy."""
+    """Search quality, step 3: Spearman / Kendall (bootstrap intervals), precision at the top and
+    regret of every measure against val and test accuracy; the seed-to-seed noise ceiling."""
     input:
-        expand(f"{VALIDATION_DIR}/nets/{{i}}.parquet", i=range(config["validation"]["nets"])),
+        plan=f"{VALIDATION_DIR}/plan.parquet",
+        measures=f"{VALIDATION_DIR}/measures.parquet",
+        nets=expand(f"{VALIDATION_DIR}/nets/{{i}}.parquet", i=range(VALIDATION_SLOTS)),
     output:
         trained=f"{VALIDATION_DIR}/trained.parquet",
         correlations=f"{VALIDATION_DIR}/correlations.parquet",
+        noise=f"{VALIDATION_DIR}/noise.parquet",
     params:
         proxies=config["proxies"]["names"],
+        bootstrap=config["validation"]["bootstrap"],
+        top_frac=config["validation"]["top_frac"],
+        seed=config["validation"]["seed"],
         min_abs_rho=config["validation"]["min_abs_rho"],
         max_p=config["validation"]["max_p"],
     log:
@@ -116,14 +174,14 @@ rule validation_gather:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
         runtime=5,
     script:
         "../scripts/validate_gather.py"
 
 
 rule plot_validation:
-    """Test accuracy against each measure (one scatter plot per measure)."""
+    """Val and test accuracy of the sampled nets against each measure (one plot per measure)."""
     input:
         trained=f"{VALIDATION_DIR}/trained.parquet",
         correlations=f"{VALIDATION_DIR}/correlations.parquet",
@@ -150,12 +208,13 @@ rule plot_validation:
 
 localrules:
     plot_training,
+    validation_plan,
     validation_gather,
     plot_validation,
 
 
 ALL_TARGETS.extend(
     [f"{TRAIN_DIR}/{net}/{f}" for net in ("C", "NC") for f in ("metrics.parquet", "model.pt", "curve.png")]
-    + [f"{VALIDATION_DIR}/correlations.parquet"]
+    + [f"{VALIDATION_DIR}/{t}.parquet" for t in ("correlations", "noise")]
     + expand(f"{VALIDATION_DIR}/scatter_{{measure}}.png", measure=VALIDATION_MEASURES)
 )

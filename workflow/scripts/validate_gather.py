@@ -1,4 +1,4 @@
-"""Rule validation_gather: correlations of every measure with test accuracy, verdict in the log."""
+"""Rule validation_gather: search quality of every measure (val and test), noise ceiling, verdict."""
 
 import os
 import sys
@@ -9,10 +9,13 @@ from tinyevo.runtime import log_header, setup_logging  # noqa: E402
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 sm = snakemake  # noqa: F821
-log_header(log, "validation gather", {"nets": len(sm.input), "proxies": sm.params.proxies,
-                                      "min_abs_rho": sm.params.min_abs_rho, "max_p": sm.params.max_p})
+p = sm.params
+log_header(log, "validation gather", {"slots": len(sm.input.nets), "proxies": p.proxies, "bootstrap": p.bootstrap,
+                                      "top_frac": p.top_frac, "seed": p.seed, "min_abs_rho": p.min_abs_rho,
+                                      "max_p": p.max_p})
 
-from tinyevo.train.validation import gather  # noqa: E402
+from tinyevo.train.validation import gather_stage  # noqa: E402
 
-gather(list(sm.input), sm.params.proxies, sm.output.trained, sm.output.correlations,
-       min_abs_rho=sm.params.min_abs_rho, max_p=sm.params.max_p, logger=log)
+gather_stage(sm.input.plan, sm.input.measures, list(sm.input.nets), p.proxies, sm.output.trained,
+             sm.output.correlations, sm.output.noise, n_boot=p.bootstrap, seed=p.seed, top_frac=p.top_frac,
+             min_abs_rho=p.min_abs_rho, max_p=p.max_p, logger=log)

@@ -1,4 +1,4 @@
-"""Rule validate_net: train the i-th net of the seeded validation sample for a few epochs."""
+"""Rule validate_net: train the net of validation slot i briefly; accuracy on val and test."""
 
 import os
 import sys
@@ -12,14 +12,14 @@ from tinyevo.runtime import log_header, set_threads, setup_logging  # noqa: E402
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 sm = snakemake  # noqa: F821
-set_threads(sm.threads)
-log_header(log, "validation", {"sample": f"{int(sm.wildcards.i) + 1}/{sm.params.nets}",
-                               "epochs": sm.params.epochs, "seed": sm.params.seed, "device": sm.params.device,
-                               "amp": sm.params.amp, "threads": sm.threads})
+# validation.threads, not the job's thread count: the last bits of a CPU training depend on it,
+# and Snakemake lowers a job's threads to --cores
+set_threads(sm.params.torch_threads)
+log_header(log, "validation", {"slot": sm.wildcards.i, "recipe": sm.params.train, "device": sm.params.device,
+                               "amp": sm.params.amp, "torch threads": sm.params.torch_threads})
 
-from tinyevo.train.validation import train_sampled  # noqa: E402
+from tinyevo.train.validation import train_slot  # noqa: E402
 
-train_sampled(ranked_path=sm.input.ranked, data_dir=os.path.dirname(sm.input.data[0]), i=int(sm.wildcards.i), k=sm.params.nets,
-              seed=sm.params.seed, epochs=sm.params.epochs, proxies=sm.params.proxies,
-              search_space=sm.params.search_space, settings=sm.params.train, device=sm.params.device,
-              amp=sm.params.amp, out=sm.output[0], logger=log)
+train_slot(plan_path=sm.input.plan, data_dir=os.path.dirname(sm.input.data[0]), slot=int(sm.wildcards.i),
+           search_space=sm.params.search_space, settings=sm.params.train, device=sm.params.device,
+           amp=sm.params.amp, out=sm.output[0], logger=log)

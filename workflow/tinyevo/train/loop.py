@@ -25,7 +25,7 @@ from tinyevo.runtime import progress as _progress
 
 LOG = logging.getLogger("tinyevo.train")
 
-#: Defaults of every setting :func:`fit` understands (the paper's final training, seed 000).
+#: Defaults of every setting :func:`fit` understands (the genetic-NAS paper's final training).
 DEFAULT_SETTINGS: dict[str, Any] = {
     "epochs": 20,
     "lr": 0.1,
@@ -279,12 +279,23 @@ def _save_checkpoint(path, payload: dict) -> None:
 # ----------------------------------------------------------------------------------------------
 def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequence, settings: Mapping[str, Any] | None,
         device="cpu", checkpoint_path: str | os.PathLike | None = None, progress: bool = True,
-        amp: bool = False, on_mismatch: str = "error", logger: logging.Logger | None = None) -> pd.DataFrame:
-    """Train ``model`` in place; returns the per-epoch history (see the package docstring)."""
+        amp: bool = False, on_mismatch: str = "error", logger: logging.Logger | None = None,
+        stop_after: int | None = None) -> pd.DataFrame:
+    """Train ``model`` in place; returns the per-epoch history (see the package docstring).
+
+    ``stop_after`` (``None`` = ``epochs``): stop once this many epochs of the ``epochs``-epoch run
+    are done. The learning-rate schedule still spans ``epochs``, so a later call with the same
+    settings, the same checkpoint and a larger ``stop_after`` continues the very same run (the
+    successive-halving rounds of :mod:`tinyevo.train.final_round`)."""
     log = logger or LOG
     s = resolve_settings(settings)
     if on_mismatch not in ("error", "restart"):
         raise ValueError(f"on_mismatch must be 'error' or 'restart', got {on_mismatch!r}")
+    stop = s["epochs"] if stop_after is None else stop_after
+    if not isinstance(stop, (int, np.integer)) or isinstance(stop, bool) or not 0 <= stop <= s["epochs"]:
+        raise ValueError(f"stop_after must be an epoch count in 0..{s['epochs']} (the settings' epochs), "
+                         f"got {stop_after!r}")
+    stop = int(stop)
     device = torch.device(device)
     x_tr, y_tr = train
     _check_labels(model, y_tr, "training")
@@ -325,12 +336,15 @@ def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequenc
             _set_rng_states(ck["rng"], device)
             rows = list(ck["history"])
             start = int(ck["epoch"])
+            if start > stop:
+                raise ValueError(f"training checkpoint {checkpoint_path} is after epoch {start}, past "
+                                 f"stop_after = {stop}")
             log.info("resuming from %s after epoch %d of %d", checkpoint_path, start, s["epochs"])
 
     loss_fn = nn.CrossEntropyLoss()  # per-sample mean
     bounds = batch_bounds(data.n, s["batch_size"])
     steps = len(bounds)
-    for epoch in range(start, s["epochs"]):
+    for epoch in range(start, stop):
         t0 = time.perf_counter()
         gen = _epoch_generator(s["seed"], epoch)
         order = torch.randperm(data.n, generator=gen).numpy()

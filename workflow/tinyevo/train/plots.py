@@ -38,17 +38,33 @@ def plot_history(history: pd.DataFrame, path, title: str = "", style: str = "def
 
 def plot_scatter(trained: pd.DataFrame, corr: pd.DataFrame, measure: str, path, style: str = "default",
                  dpi: int = 110) -> None:
-    """Test accuracy against one measure, with the correlations in the title."""
+    """Val and test accuracy of the sampled nets (role ``sample`` of the validation plan, all rows
+    of a table without roles) against one measure, with each target's Spearman rho, its bootstrap
+    interval and Kendall's tau in the title; the measure's pick is marked."""
     plt = _plt(style)
-    row = corr.set_index("measure").loc[measure]
-    fig, ax = plt.subplots(figsize=(4.4, 3.6))
-    ax.scatter(trained[measure], trained["test_acc"], s=22)
-    if measure in ("params", "macs", "synflow") and (trained[measure] > 0).all():
+    rows = trained[trained["role"] == "sample"] if "role" in trained.columns else trained
+    fig, ax = plt.subplots(figsize=(4.8, 3.8))
+    title = [measure]
+    for target, marker in (("val", "o"), ("test", "s")):
+        col = f"{target}_acc"
+        if col not in rows.columns:
+            continue
+        ax.scatter(rows[measure], rows[col], s=20, marker=marker, alpha=0.7, label=f"{target} accuracy")
+        sel = corr[(corr["measure"] == measure) & (corr["target"] == target)] if "target" in corr.columns \
+            else corr[corr["measure"] == measure]
+        if len(sel):
+            r = sel.iloc[0]
+            title.append(f"{target}: spearman {r['spearman']:+.2f} [{r.get('spearman_lo', float('nan')):+.2f}, "
+                         f"{r.get('spearman_hi', float('nan')):+.2f}], kendall {r['kendall']:+.2f}, n = {int(r['n'])}")
+            pick = r.get("pick_arch")
+            if isinstance(pick, str) and pick in set(trained["arch"]):
+                p = trained[trained["arch"] == pick].iloc[0]
+                ax.scatter([p[measure]], [p[col]], s=90, marker="*", color="black", zorder=3)
+    if measure in ("params", "macs", "synflow_relu6") and (rows[measure] > 0).all():
         ax.set_xscale("log")
-    ax.set(xlabel=measure, ylabel="test accuracy",
-           title=f"{measure}: spearman {row['spearman']:+.2f} (p {row['spearman_p']:.2g}), "
-                 f"kendall {row['kendall']:+.2f}\n{'signal' if row['signal'] else 'no signal'}, n = {int(row['n'])}")
-    ax.title.set_fontsize(9)
+    ax.set(xlabel=measure, ylabel="accuracy", title="\n".join(title))
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     savefig(fig, path, dpi=dpi)
