@@ -1,4 +1,4 @@
-"""TyBox memory model: reference §6 worked examples and the terms of a real int8 model."""
+"""TyBox memory model: the TyBox thesis's worked examples and the terms of a real int8 model."""
 
 from __future__ import annotations
 

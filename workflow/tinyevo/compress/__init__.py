@@ -1,4 +1,4 @@
-"""Compression stage (seed 004): structured L1 pruning of the trained torch net, torch -> Keras
+"""Compression stage (the TyBox thesis): structured L1 pruning of the trained torch net, torch -> Keras
 export, full-integer int8 feature extractor (TFLite, run with LiteRT) and the device-budget choice.
 
 Modules: ``prune`` (units, L1 ranking, channel removal, schedule order), ``keras_model`` (Keras

@@ -1,4 +1,4 @@
-"""Structured L1 filter pruning of a torch ``TinyNet`` and its NetSpec (seed 004).
+"""Structured L1 filter pruning of a torch ``TinyNet`` and its NetSpec (the TyBox thesis).
 
 A *unit* is a set of output channels that must be pruned together:
 

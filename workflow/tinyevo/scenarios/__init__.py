@@ -1,4 +1,4 @@
-"""On-device learning scenarios (seed 004, section 4.3): concept drift, incremental and transfer
+"""On-device learning scenarios (the TyBox thesis, "Neural Architecture Search for Tiny Incremental On-Device Learning"): concept drift, incremental and transfer
 learning, each run by three learners over the same streams -- the generated TyBox C++ (``tybox``),
 the same code with a one-sample buffer (``tinyol``) and the float model with the same learning
 rule (``float``).

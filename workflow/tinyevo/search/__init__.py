@@ -1,4 +1,4 @@
-"""Aging evolution with constraint-aware selection (seed 000's genetic step, reference §3/§5).
+"""Aging evolution with constraint-aware selection (the genetic-NAS paper's genetic step; CNAS-style penalty).
 
 - :mod:`tinyevo.search.mutation`: one random, always net-changing mutation that keeps the
   trainability guards its parent satisfies.

@@ -1,11 +1,12 @@
-"""Aging (regularised) evolution over the search space (seed 000 §genetic step, reference §3).
+"""Aging (regularised) evolution over the search space (the genetic-NAS paper's genetic step, done as
+regularised evolution, Real et al. 2019).
 
 The population starts as the ranked initial nets in age order. Each cycle:
 
 1. draw a sample of ``sample_size`` members without replacement,
 2. the parent is the sample member with the best *fitness* (``post_hoc``: ``score``, the
    ``ranking.method``'s combined proxy score; ``penalty``: score minus ``penalty`` per violated
-   device limit or trainability guard, CNAS-style, reference §5); ties go to the member drawn
+   device limit or trainability guard, CNAS-style); ties go to the member drawn
    first,
 3. one mutation (:func:`tinyevo.search.mutation.mutate`; a child keeps every trainability guard
    its parent satisfies),

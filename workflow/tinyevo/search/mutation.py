@@ -1,4 +1,4 @@
-"""One random mutation of a net (seed 000, reference §3, without the reference code's bugs).
+"""One random mutation of a net (the genetic-NAS paper, without its code's bugs).
 
 A mutation picks one gene (``repeats`` / ``expansions`` / ``channels``) and one stage uniformly
 and gives that single position a new value drawn uniformly from the gene's *mutation alphabet*

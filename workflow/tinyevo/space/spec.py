@@ -1,6 +1,6 @@
 """Search space, genes, fixed-size architecture strings and the resolved NetSpec.
 
-Genes are three whole vectors with one value per stage (seed 000):
+Genes are three whole vectors with one value per stage (the genetic-NAS paper):
 ``repeats`` (blocks per stage), ``expansions`` (expansion factor t) and ``channels`` (stage
 output width before rounding).
 

@@ -1,4 +1,4 @@
-"""NetSpec -> torch ``nn.Module`` (reference section 1: ReLU6, BN, bias-free convs, kaiming init,
+"""NetSpec -> torch ``nn.Module`` (the genetic-NAS paper's blocks: ReLU6, BN, bias-free convs, kaiming init,
 Flatten before the classifier, where TyBox splits the net)."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Stable API (also used by the compression stage to choose its pruning budget)::
     from tinyevo.tybox.memory import tybox_buffer, memory_terms, memory_table
 
     buffer_bytes, n_samples = tybox_buffer(M, net_bytes, F, bytes_per_feature)
-        # TyBox's formula (reference §6): buffer = M - net_bytes,
+        # TyBox's formula: buffer = M - net_bytes,
         # N_B = floor(buffer / ((F + 1) * bytes_per_feature))   (+1: the label)
         # n_samples is 0 when the net alone exceeds M (buffer_bytes is then negative).
 
