@@ -46,6 +46,15 @@ TINY = {
 }
 
 
+# A two-stage 8x8 search space whose nets train in a second (library-level training tests).
+MICRO_SPACE = {
+    "resolution": 8, "channels": 1, "num_classes": 4, "stem_width": 4, "stem_stride": 1, "strides": [1, 2],
+    "head_width": 16, "kernel_size": 3, "round_divisor": 4,
+    "alphabets": {"repeats": [1, 2], "expansions": [1, 2], "channels": [4, 8]},
+    "population": {"mode": "grid", "size": 2, "seed": 0, "structures": [[1, 1]], "expansions": [[1, 2]],
+                   "channels": [[4, 8]]},
+}
+
 def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, copy_pipeline, deep_merge, run_snakemake, write_yaml
+from conftest import MICRO_SPACE, TINY, copy_pipeline, deep_merge, run_snakemake, write_yaml
 from tinyevo.data import load_split
 from tinyevo.search.select import NoFeasibleNet
 from tinyevo.space import Genes, SearchSpace
@@ -30,13 +30,7 @@ from tinyevo.train.stage import chosen_arch
 torch.set_num_threads(1)
 
 STATS = (np.array([0.3], dtype=np.float32), np.array([0.3], dtype=np.float32))
-SS_CFG = {
-    "resolution": 8, "channels": 1, "num_classes": 4, "stem_width": 4, "stem_stride": 1, "strides": [1, 2],
-    "head_width": 16, "kernel_size": 3, "round_divisor": 4,
-    "alphabets": {"repeats": [1, 2], "expansions": [1, 2], "channels": [4, 8]},
-    "population": {"mode": "grid", "size": 2, "seed": 0, "structures": [[1, 1]], "expansions": [[1, 2]],
-                   "channels": [[4, 8]]},
-}
+SS_CFG = MICRO_SPACE
 SETTINGS = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-6, "batch_size": 16, "schedule": "cosine",
             "augment": True, "flip": False, "threads": 1}
 

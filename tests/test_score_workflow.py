@@ -23,6 +23,9 @@ def test_score_and_rank_then_cache(tmp_path):
     assert sorted(ranked["rank"]) == list(range(1, len(cand) + 1))
     assert (ranked["jacob_cov"] <= -TINY["proxies"]["batch_size"] + 1e-3).all()
     norm = pd.read_parquet(res / "rank/normalisation.parquet")
+    pool = norm[norm["kind"] == "pool"]
+    assert [len(pool[pool["proxy"] == n]) for n in names] == [int(ranked[n].notna().sum()) for n in names]
+    norm = norm[norm["kind"] == "moments"]
     assert norm["proxy"].tolist() == names
     assert np.allclose(norm["std"], [ranked[n].std(ddof=1) for n in names])
     assert len(pd.read_parquet(res / "rank/spread.parquet")) == 3

@@ -177,9 +177,10 @@ def _test_profile(dst: Path, rules: list[str]) -> Path:
 
 
 def _rule_names(workdir: Path, cfg_path: Path) -> list[str]:
-    """Every rule of the workflow (`snakemake --list-rules`: 'name (docstring)' per line)."""
+    """Every rule of the workflow (`snakemake --list-rules`: 'name (docstring)', a docstring of
+    several lines continuing on indented lines)."""
     out = run_snakemake(workdir, cfg_path, extra=["--list-rules"], timeout=300).stdout
-    return [m.group(1) for m in re.finditer(r"^(\w+)(?: \(.*\))?$", out, re.M)]
+    return [m.group(1) for m in re.finditer(r"^(\w+)(?: \(|$)", out, re.M)]
 
 
 def _job_stats(text: str) -> Counter:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import MICRO_SPACE
 from tinyevo.space import Genes, SearchSpace
 from tinyevo.space.torch_model import build_torch, load_model, save_model
 from tinyevo.train import loop as loop_mod
@@ -261,13 +262,7 @@ def test_confusion_table_counts():
 # ----------------------------------------------------------------------------------------------
 # the rule's library function, on files like the data and evolution stages write
 # ----------------------------------------------------------------------------------------------
-SS_CFG = {
-    "resolution": 8, "channels": 1, "num_classes": 4, "stem_width": 4, "stem_stride": 1, "strides": [1, 2],
-    "head_width": 16, "kernel_size": 3, "round_divisor": 4,
-    "alphabets": {"repeats": [1, 2], "expansions": [1, 2], "channels": [4, 8]},
-    "population": {"mode": "grid", "size": 2, "seed": 0, "structures": [[1, 1]], "expansions": [[1, 2]],
-                   "channels": [[4, 8]]},
-}
+SS_CFG = MICRO_SPACE
 
 
 def write_stage_inputs(tmp_path, arch_c, arch_nc):
