@@ -65,11 +65,11 @@ def test_candidates_top_k_distinct_by_score_within_the_pool():
     assert nc["params"].tolist() == [5000, 200, 100, 50]
 
 
-def test_candidates_fall_back_to_avg_and_to_all_rows():
-    old = HIST.drop(columns=["score", "trainable"])  # a history without the new columns
-    assert select_candidates(old, "C", 2)["arch"].tolist() == ["a", "e"]  # by avg: 9, 4
-    assert select_candidates(old, "NC", 10)["arch"].tolist() == ["a", "e", "d", "c", "b"]
-    assert select_candidates(old, "C", 1)["score"].tolist() == [9.0]
+def test_candidates_need_the_score_and_pool_columns():
+    with pytest.raises(ValueError, match=r"lacks the column 'score'"):
+        select_candidates(HIST.drop(columns=["score"]), "C", 2)
+    with pytest.raises(ValueError, match=r"lacks the column 'trainable'"):
+        select_candidates(HIST.drop(columns=["trainable"]), "NC", 2)
 
 
 def test_nc_limits_bound_the_unconstrained_pool():

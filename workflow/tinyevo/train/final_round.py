@@ -4,7 +4,7 @@ The evolution ranks nets by a training-free score; this round checks its top pic
 real training before C and NC are handed on. For each net kind (``C``: the constrained pool, rows
 with ``feasible``; ``NC``: the unconstrained pool, rows with ``trainable`` within the optional
 ``final_round.nc_limits``) the top-k *distinct* architectures of the evolution history by
-``score`` (the configured ranking's combined value; ``avg`` when the history has no ``score``)
+``score`` (the configured ranking's combined value)
 are trained with successive halving (Jamieson and Talwalkar, "Non-stochastic Best Arm
 Identification and Hyperparameter Optimization", AISTATS 2016; the budget schedule of Li et al.,
 "Hyperband", JMLR 2018):
@@ -135,12 +135,10 @@ def arch_seed(seed: int, arch: str) -> int:
 # candidates (zero-cost preselection)
 # ----------------------------------------------------------------------------------------------
 def score_column(history: pd.DataFrame) -> str:
-    """``score`` (the configured ranking's combined value), or ``avg`` for a history without it."""
-    if "score" in history.columns:
-        return "score"
-    if "avg" in history.columns:
-        return "avg"
-    raise ValueError("evolution history has neither a 'score' nor an 'avg' column")
+    """``score``: the configured ranking's combined value (larger is better)."""
+    if "score" not in history.columns:
+        raise ValueError("evolution history lacks the column 'score' (the ranking's combined value)")
+    return "score"
 
 
 def _check_nc_limits(nc_limits: Mapping[str, Any] | None) -> dict:
@@ -156,16 +154,16 @@ def _check_nc_limits(nc_limits: Mapping[str, Any] | None) -> dict:
 
 def pool_mask(history: pd.DataFrame, net: str, nc_limits: Mapping[str, Any] | None = None) -> np.ndarray:
     """Rows of the history in the pool of ``net``: ``C`` the ``feasible`` rows (device limits and
-    trainability guards), ``NC`` the ``trainable`` rows (all rows when the history has no such
-    column) with ``params`` / ``macs`` within ``nc_limits``."""
+    trainability guards), ``NC`` the ``trainable`` rows with ``params`` / ``macs`` within
+    ``nc_limits``."""
     if net not in NETS:
         raise ValueError(f"net must be one of {list(NETS)}, got {net!r}")
+    col = "feasible" if net == "C" else "trainable"
+    if col not in history.columns:
+        raise ValueError(f"evolution history lacks the column {col!r}")
+    mask = history[col].to_numpy(dtype=bool, copy=True)
     if net == "C":
-        if "feasible" not in history.columns:
-            raise ValueError("evolution history lacks the column 'feasible'")
-        return history["feasible"].to_numpy(dtype=bool, copy=True)
-    mask = (history["trainable"].to_numpy(dtype=bool, copy=True) if "trainable" in history.columns
-            else np.ones(len(history), dtype=bool))
+        return mask
     for key, v in _check_nc_limits(nc_limits).items():
         col = key.removeprefix("max_")
         if col not in history.columns:

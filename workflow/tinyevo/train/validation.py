@@ -125,13 +125,10 @@ def min_width_of(table: pd.DataFrame, search_space: Mapping[str, Any] | None = N
     if search_space is None:
         raise ValueError("the table has no 'min_stage_width' column and no search space was given to compute it")
     from tinyevo.space import SearchSpace
+    from tinyevo.space.constraints import min_stage_width
 
     space = SearchSpace.from_config(search_space)
-    widths = []
-    for a in table["arch"]:
-        spec = space.netspec(str(a))
-        widths.append(min((b.cout for b in spec.blocks), default=spec.stem_out))
-    return np.asarray(widths, dtype=np.float64)
+    return np.asarray([min_stage_width(space.netspec(str(a))) for a in table["arch"]], dtype=np.float64)
 
 
 def method_score(pool: pd.DataFrame, proxies: Sequence[str], method: str,
@@ -143,15 +140,8 @@ def method_score(pool: pd.DataFrame, proxies: Sequence[str], method: str,
     from tinyevo.proxies import ranking
 
     table = pool if table is None else table
-    if hasattr(ranking, "norm_table"):
-        norm = ranking.norm_table(pool, list(proxies), weights, method)
-        col = "score"
-    elif method == "zscore":  # a ranking module without methods: its AVG is the z-score mean
-        norm = ranking.zscore_table(pool, list(proxies), weights)
-        col = "avg"
-    else:
-        raise ValueError(f"ranking method {method!r} is not available in tinyevo.proxies.ranking")
-    return ranking.standardise(table, norm)[col].to_numpy(dtype=np.float64)
+    norm = ranking.norm_table(pool, list(proxies), weights, method)
+    return ranking.standardise(table, norm)["score"].to_numpy(dtype=np.float64)
 
 
 def measure_names(proxies: Sequence[str], methods: Sequence[str] | None = None) -> list[str]:
