@@ -524,7 +524,7 @@ def test_workflow_evolve_and_plots(tmp_path):
     assert len(pd.read_parquet(evo / "population.parquet")) == len(ranked)
     sel = pd.read_parquet(evo / "selected.parquet")
     assert sorted(zip(sel["net"], sel["phase"])) == sorted((n, p) for n in ("C", "NC") for p in ("before", "after"))
-    assert (evo / "checkpoint/state.pkl").is_file()
+    assert (evo / "checkpoint/state.json").is_file()
     log = (tmp_path / "results/logs/evolution/main.log").read_text()
     assert "stage evolution" in log and "s/cycle" in log
     # a re-run with the same config (outputs deleted) resumes from the final checkpoint: same bytes

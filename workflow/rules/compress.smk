@@ -27,11 +27,14 @@ rule compress:
         accounting=config["tybox"]["accounting"],
         compute_device=config["compute"]["device"],
         seed=config["compress"]["seed"],
+        # torch threads of the fine-tunes and evaluations from the config, not the job's `threads`
+        # (which --cores lowers): the last bits of a CPU training depend on them
+        torch_threads=config["compress"]["threads"],
     log:
         log_of("compress", "{net}"),
     conda:
         env("tf")
-    threads: 2
+    threads: config["compress"]["threads"]
     resources:
         mem_mb=4000,
         runtime=60,

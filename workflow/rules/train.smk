@@ -53,6 +53,9 @@ rule train:
         device=config["compute"]["device"],
         amp=config["compute"]["amp"],
         seed=config["train"]["seed"],
+        # torch threads from the config, not the job's `threads` (which --cores lowers): the last
+        # bits of a CPU training depend on them
+        torch_threads=config["train"]["threads"],
     log:
         log_of("train", "{net}"),
     conda:

@@ -9,8 +9,8 @@ log = setup_logging(sm.log[0])
 log_header(log, "compress", {"net": sm.wildcards.net, "model": sm.input.model, "data": os.path.dirname(sm.input.data[0]),
                              "compress": dict(sm.params.compress), "device (MCU)": dict(sm.params.device),
                              "accounting": sm.params.accounting, "torch device": sm.params.compute_device,
-                             "threads": sm.threads})
-set_threads(sm.threads)
+                             "torch threads": sm.params.torch_threads})
+set_threads(sm.params.torch_threads)  # compress.threads, whatever the job got (see tinyevo.runtime.set_threads)
 
 from tinyevo.compress.stage import run_compress  # noqa: E402
 

@@ -18,13 +18,11 @@ log_header(log, "evolution", {
     "device budget": sm.params.target, "accounting": sm.params.accounting, "ranking": sm.params.ranking["method"],
     "proxies": sm.params.proxies["names"], "seed": evo["seed"], "device": sm.params.device, "threads": sm.threads,
 })
-try:
-    run_stage(initial_path=sm.input.initial, norm_path=sm.input.norm, data_dir=os.path.dirname(sm.input.train_x),
-              cache_dir=sm.params.cache_dir, checkpoint_dir=sm.params.checkpoint_dir,
-              history_out=sm.output.history, population_out=sm.output.population, selected_out=sm.output.selected,
-              search_space=sm.params.search_space, constraints=sm.params.constraints, evolution=evo,
-              proxies=sm.params.proxies, device=sm.params.device, threads=sm.threads, target=sm.params.target,
-              accounting=sm.params.accounting, ranking=sm.params.ranking, logger=log)
-except ValueError as exc:  # bad config or inputs, no feasible / trainable net: the message says which
-    log.error("%s", exc)
-    sys.exit(1)
+# A user error (bad config or inputs, no feasible / trainable net) ends the job with one log line
+# naming the key (tinyevo.runtime.excepthook, installed by setup_logging); a bug keeps its traceback.
+run_stage(initial_path=sm.input.initial, norm_path=sm.input.norm, data_dir=os.path.dirname(sm.input.train_x),
+          cache_dir=sm.params.cache_dir, checkpoint_dir=sm.params.checkpoint_dir,
+          history_out=sm.output.history, population_out=sm.output.population, selected_out=sm.output.selected,
+          search_space=sm.params.search_space, constraints=sm.params.constraints, evolution=evo,
+          proxies=sm.params.proxies, device=sm.params.device, threads=sm.threads, target=sm.params.target,
+          accounting=sm.params.accounting, ranking=sm.params.ranking, logger=log)

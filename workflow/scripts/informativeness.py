@@ -12,10 +12,7 @@ from tinyevo.runtime import setup_logging  # noqa: E402
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
-try:
-    run_informativeness(sm.input.candidates, os.path.dirname(sm.input.train_x), sm.output.table, sm.params.proxies,
-                        sm.params.informativeness, sm.params.search_space, sm.params.device, sm.params.cache_dir)
-except (ValueError, FileNotFoundError, RuntimeError) as exc:
-    log.error("%s", exc)
-    sys.exit(1)
+# user errors end as one log line (tinyevo.runtime.excepthook); bugs keep their traceback
+run_informativeness(sm.input.candidates, os.path.dirname(sm.input.train_x), sm.output.table, sm.params.proxies,
+                    sm.params.informativeness, sm.params.search_space, sm.params.device, sm.params.cache_dir)
 render_table(sm.output.table, sm.output.html, "proxy informativeness")

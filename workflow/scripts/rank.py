@@ -13,9 +13,6 @@ log = setup_logging(sm.log[0])
 method = sm.params.ranking["method"]
 log_header(log, "rank", {"proxies": list(sm.params.names), "weights": sm.params.weights or "equal",
                          "ranking.method": method})
-try:
-    rank_stage(sm.input.candidates, sm.input.scores, sm.params.names, sm.params.weights,
-               sm.output.ranked, sm.output.norm, sm.output.spread, method=method)
-except (ValueError, FileNotFoundError) as exc:
-    log.error("%s", exc)
-    sys.exit(1)
+# user errors end as one log line (tinyevo.runtime.excepthook); bugs keep their traceback
+rank_stage(sm.input.candidates, sm.input.scores, sm.params.names, sm.params.weights,
+           sm.output.ranked, sm.output.norm, sm.output.spread, method=method)

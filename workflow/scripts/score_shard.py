@@ -10,9 +10,6 @@ from tinyevo.runtime import setup_logging  # noqa: E402
 
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
-try:
-    score_shard(sm.input.candidates, os.path.dirname(sm.input.train_x), sm.output[0], int(sm.wildcards.i),
-                sm.params.shards, sm.params.proxies, sm.params.search_space, sm.params.device, sm.params.cache_dir)
-except (ValueError, FileNotFoundError, RuntimeError) as exc:
-    log.error("%s", exc)
-    sys.exit(1)
+# user errors end as one log line (tinyevo.runtime.excepthook); bugs keep their traceback
+score_shard(sm.input.candidates, os.path.dirname(sm.input.train_x), sm.output[0], int(sm.wildcards.i),
+            sm.params.shards, sm.params.proxies, sm.params.search_space, sm.params.device, sm.params.cache_dir)

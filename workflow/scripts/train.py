@@ -12,11 +12,13 @@ from tinyevo.runtime import log_header, set_threads, setup_logging  # noqa: E402
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 sm = snakemake  # noqa: F821
-set_threads(sm.threads)
+# train.threads, not the job's thread count: the last bits of a CPU training depend on it, and
+# Snakemake lowers a job's threads to --cores
+set_threads(sm.params.torch_threads)
 log_header(log, "train", {"net": sm.wildcards.net, "classes": sm.params.classes["classes"],
                           "epochs": sm.params.train["epochs"], "batch_size": sm.params.train["batch_size"],
                           "device": sm.params.device, "amp": sm.params.amp, "seed": sm.params.seed,
-                          "threads": sm.threads})
+                          "torch threads": sm.params.torch_threads})
 
 from tinyevo.train.stage import checkpoint_path_for, run_training  # noqa: E402
 

@@ -1,10 +1,20 @@
-"""Configuration: JSON-schema validation with defaults, line-numbered errors, resolved dump.
+"""Configuration: one reader and one validation for every source, errors named by file and line,
+the checks that can run before any work, the resolved dump.
 
-The schema lives in ``workflow/schemas/config.schema.yaml`` (JSON schema written as YAML,
-``additionalProperties: false`` everywhere). ``load_config`` reads one or more YAML files with
-ruamel.yaml in round-trip mode, so that every error can name the key path *and* the line of the
-file it came from, fills in every default, resolves the derived values (dataset name, input
-resolution, per-stage seeds, number of classes) and returns a plain ``dict``.
+Sources, in Snakemake's order (a later one wins key by key, a list is replaced as a whole): the
+workflow's base file ``config/config.yaml`` (when present), every ``--configfile``, then
+``--config KEY=VALUE``. Every file is read by the same ruamel.yaml round-trip loader (YAML 1.2:
+``yes`` is a string, ``0123`` the integer 123, a duplicate key or a tab is an error naming its
+line), and every source is validated *on its own* against the JSON schema
+``workflow/schemas/config.schema.yaml`` (``additionalProperties: false`` everywhere), so that an
+error names the file and line it came from, or the ``--config`` argument for the command line.
+The merged config is then validated with every default filled, the derived values are resolved
+(dataset name, input resolution, per-stage seeds, number of classes) and the cross-key checks run.
+
+:func:`load_config` is the library entry point (tests, benchmarks); :func:`load_workflow_config`
+is the Snakefile's, which also runs :mod:`tinyevo.preflight` (the search space, the device
+budget, class ids and dataset paths, before any job). ``python -m tinyevo.config`` runs the
+latter from the command line (:func:`main`).
 
 This module must stay cheap to import: the Snakefile imports it at parse time, before any job.
 """
@@ -12,8 +22,13 @@ This module must stay cheap to import: the Snakefile imports it at parse time, b
 from __future__ import annotations
 
 import copy
+import functools
 import io
+import math
 import os
+import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -21,17 +36,24 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from tinyevo.io import atomic_write_text
+from tinyevo.runtime import UserError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+#: The workflow's own config file, relative to the working directory (Snakemake's `configfile:`).
+BASE_CONFIG = "config/config.yaml"
 
 # Stage sections whose ``seed: null`` means "use the global seed".
 _SEEDED = ("dataset", "proxies", "evolution", "train", "validation", "compress", "scenarios")
 
 NUM_CLASSES = {"digits": 10, "fashion_mnist": 10, "cifar10": 10, "vww": 2}
 
+# Longest rendering of a value inside an error message.
+MAX_VALUE_CHARS = 80
 
-class ConfigError(ValueError):
-    """A configuration problem; the message names the key path and, when known, file:line."""
+
+class ConfigError(UserError, ValueError):
+    """A configuration problem; the message names the key path and where it was set (file and
+    line, the ``--config`` argument, or ``default``)."""
 
 
 def _yaml() -> YAML:
@@ -41,9 +63,14 @@ def _yaml() -> YAML:
     return y
 
 
-def load_schema() -> dict:
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
     with open(SCHEMA_PATH) as fh:
         return _to_plain(YAML(typ="safe").load(fh))
+
+
+def load_schema() -> dict:
+    return copy.deepcopy(_schema())
 
 
 def _to_plain(obj: Any) -> Any:
@@ -54,20 +81,55 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
+def _short(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+    """``repr`` of a value for a message, cut to ``limit`` characters (a leading-zero integer as
+    written, e.g. 0123)."""
+    width = getattr(value, "_width", None)
+    if isinstance(value, int) and not isinstance(value, bool) and isinstance(width, int) and width > len(str(value)):
+        return f"{value:0{width}d} (read as the integer {int(value)})"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters as text"
+    return f"{text[: limit - 5]}... ({size})"
+
+
+# ------------------------------------------------------------------------------------ reading
+def _syntax_message(path: Path, exc: Exception) -> str:
+    """``<file>, line L, column C: not valid YAML: <problem>`` from a ruamel error."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    if len(problem) > 200:
+        problem = problem[:195] + " ..."
+    hint = " (a tab: indent with spaces)" if "'\\t'" in problem else ""
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    return f"{where}: not valid YAML: {problem}{hint}"
+
+
 def read_yaml(path: str | os.PathLike) -> CommentedMap:
-    """Round-trip load; a clear error for a missing file or broken YAML."""
+    """Round-trip load of one config file; a :class:`ConfigError` naming the file (and the line)
+    for a missing or unreadable file, a YAML syntax error, an empty file or a top level that is
+    not a mapping."""
+    from ruamel.yaml.error import YAMLError
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        with open(p) as fh:
-            data = _yaml().load(fh)
-    except Exception as exc:  # ruamel's own messages carry line/column
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not readable as a UTF-8 text file ({exc})") from None
+    try:
+        data = _yaml().load(text)
+    except YAMLError as exc:
+        raise ConfigError(_syntax_message(p, exc)) from None
     if data is None:
-        data = CommentedMap()
+        raise ConfigError(f"{p}, line 1: the file holds no keys (a config file is a mapping of "
+                          "`key: value` lines; write {} for an empty one)")
     if not isinstance(data, CommentedMap):
-        raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(data).__name__}")
+        line = getattr(getattr(data, "lc", None), "line", 0) + 1
+        kind = "a list" if isinstance(data, list) else f"the {type(data).__name__} value {_short(data)}"
+        raise ConfigError(f"{p}, line {line}: the top level must be a mapping of `key: value` lines, got {kind}")
     return data
 
 
@@ -100,36 +162,18 @@ def _fmt_path(path: Iterable[Any]) -> str:
     return out or "<top level>"
 
 
-def _validator(schema: dict):
-    """A Draft 2020-12 validator that fills ``default`` values while it validates."""
-    from jsonschema import Draft202012Validator, validators
-
-    base = Draft202012Validator
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub and name not in instance:
-                    instance[name] = copy.deepcopy(sub["default"])
-        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
-
-    cls = validators.extend(base, {"properties": set_defaults})
-    return cls(schema)
-
-
-def _describe(err) -> str:
-    """One readable sentence for a jsonschema error."""
-    if err.validator == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        extra = sorted(set(err.instance) - set(allowed))
-        return f"unknown key {', '.join(map(repr, extra))} (allowed here: {', '.join(allowed)})"
-    if err.validator == "enum":
-        return f"value {err.instance!r} is not one of {err.validator_value}"
-    if err.validator == "type":
-        return f"value {err.instance!r} has the wrong type, expected {err.validator_value}"
-    if err.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return f"value {err.instance!r} is out of range ({err.validator} {err.validator_value})"
-    return err.message
+def _parse_path(text: str) -> list[Any]:
+    """``'proxies.names[1]'`` -> ``['proxies', 'names', 1]``."""
+    out: list[Any] = []
+    for part in text.split("."):
+        m = re.fullmatch(r"([^\[\]]*)((?:\[\d+\])*)", part)
+        if not m:
+            out.append(part)
+            continue
+        if m.group(1):
+            out.append(m.group(1))
+        out.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return out
 
 
 def _in_mapping(m: Any, path: Sequence[Any]) -> bool:
@@ -143,38 +187,202 @@ def _in_mapping(m: Any, path: Sequence[Any]) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------------ origins
+@dataclass
+class Source:
+    """One origin of config values: a YAML file (``doc`` = its round-trip document, for line
+    numbers) or the command line (``doc`` None; ``args`` = top-level key -> its ``--config``
+    argument as typed)."""
+
+    name: str
+    data: dict
+    doc: CommentedMap | None = None
+    args: Mapping[str, str] = field(default_factory=dict)
+
+    def sets(self, path: Sequence[Any]) -> bool:
+        return _in_mapping(self.data, path)
+
+    def where(self, path: Sequence[Any]) -> str:
+        if self.doc is None:
+            top = str(path[0]) if path else ""
+            arg = self.args.get(top) or (f"{top}={_flow_text(self.data[top])}" if top in self.data else "")
+            return f"command line: --config {arg}".rstrip()
+        line = _line_of(self.doc, path)
+        return f"{self.name}, line {line}" if line else self.name
+
+
+class Origins:
+    """Where each key of the merged config was set: the last source that sets it, else
+    ``default`` (the schema's)."""
+
+    def __init__(self, sources: Sequence[Source]):
+        self.sources = list(sources)
+
+    def where(self, path: Sequence[Any] | str) -> str:
+        path = _parse_path(path) if isinstance(path, str) else list(path)
+        for s in reversed(self.sources):
+            if s.sets(path):
+                return s.where(path)
+        return "default"
+
+    def key(self, path: Sequence[Any] | str) -> str:
+        """``'a.b' (file, line N)``."""
+        path = _parse_path(path) if isinstance(path, str) else list(path)
+        return f"'{_fmt_path(path)}' ({self.where(path)})"
+
+    def line(self, keys: Sequence[Sequence[Any] | str], text: str) -> str:
+        """One error line: ``config key 'a.b' (file, line N): text`` (``config keys`` for several)."""
+        word = "config keys" if len(keys) > 1 else "config key"
+        return f"{word} {', '.join(self.key(k) for k in keys)}: {text}"
+
+
+def _flow_text(value: Any) -> str:
+    """A value as one YAML flow line (how it would be typed after ``--config KEY=``)."""
+    if isinstance(value, str):
+        return value
+    buf = io.StringIO()
+    y = YAML(typ="safe", pure=True)
+    y.default_flow_style = True
+    y.width = 10**6
+    y.dump(value, buf)
+    text = buf.getvalue().strip()
+    return text[:-4].strip() if text.endswith("\n...") or text.endswith(" ...") else text
+
+
+def cli_arguments(argv: Sequence[str] | None) -> dict[str, str]:
+    """Top-level key -> ``KEY=VALUE`` of every ``--config`` / ``-C`` argument in ``argv``."""
+    out: dict[str, str] = {}
+    taking = False
+    for tok in argv or ():
+        tok = str(tok)
+        if tok.startswith("--config="):
+            tok, taking = tok[len("--config="):], True
+        elif tok in ("--config", "-C"):
+            taking = True
+            continue
+        elif tok.startswith("-"):
+            taking = False
+            continue
+        if taking and "=" in tok:
+            out.setdefault(tok.split("=", 1)[0], tok)
+    return out
+
+
+# --------------------------------------------------------------------------------- validation
+def _strict_types():
+    """Draft 2020-12 types, except that ``integer`` is a Python int (JSON schema also accepts
+    1000.0, which ``range()`` would not)."""
+    from jsonschema import Draft202012Validator
+
+    def is_int(checker, instance):
+        return isinstance(instance, int) and not isinstance(instance, bool)
+
+    return Draft202012Validator.TYPE_CHECKER.redefine("integer", is_int)
+
+
+def _validator(schema: dict, defaults: bool = True):
+    """A Draft 2020-12 validator (strict integers) that, with ``defaults``, fills ``default``
+    values while it validates."""
+    from jsonschema import Draft202012Validator, validators
+
+    base = Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    extra = {"properties": set_defaults} if defaults else {}
+    cls = validators.extend(base, extra, type_checker=_strict_types())
+    return cls(schema)
+
+
+def _type_names(t: Any) -> str:
+    names = [t] if isinstance(t, str) else list(t)
+    return " or ".join("null" if n == "null" else n for n in names)
+
+
+def _describe(err) -> str:
+    """One readable sentence for a jsonschema error (values cut to a readable length)."""
+    v, inst = err.validator, err.instance
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(inst) - set(allowed))
+        return f"unknown key {', '.join(map(repr, extra))} (allowed here: {', '.join(allowed)})"
+    if v == "enum":
+        return f"value {_short(inst)} is not one of {err.validator_value}"
+    if v == "type":
+        text = f"value {_short(inst)} has the wrong type, expected {_type_names(err.validator_value)}"
+        if "string" in ([err.validator_value] if isinstance(err.validator_value, str) else err.validator_value):
+            text += " (put a text value in quotes)"
+        return text
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"value {_short(inst)} is out of range ({v} {err.validator_value})"
+    if v == "pattern":
+        return f"value {_short(inst)} does not match the pattern {err.validator_value}"
+    if v in ("minItems", "maxItems"):
+        n = len(inst) if isinstance(inst, (list, tuple)) else "?"
+        return f"value {_short(inst)} has {n} item(s) ({v} {err.validator_value})"
+    if v == "uniqueItems":
+        return f"value {_short(inst)} lists an item more than once"
+    msg = " ".join(str(err.message).split())
+    return msg if len(msg) <= 2 * MAX_VALUE_CHARS else msg[: 2 * MAX_VALUE_CHARS] + " ..."
+
+
+def _schema_errors(data: dict, validator, where) -> list[tuple[list[Any], str]]:
+    """(key path, error line) of every schema error of ``data``; ``where(path)`` names the origin."""
+    out = []
+    for err in validator.iter_errors(data):
+        path = list(err.absolute_path)
+        paths = [path]
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            paths = [path + [k] for k in extra] or [path]
+        for pth in paths:
+            out.append((pth, f"config key '{_fmt_path(pth)}' ({where(pth)}): {_describe(err)}"))
+    return out
+
+
+def _raise(lines: Sequence[str]) -> None:
+    if lines:
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {ln}" for ln in lines))
+
+
+def _check_sources(sources: Sequence[Source]) -> None:
+    """Every source on its own against the schema (no defaults); all errors at once, in source
+    order and line order within a file."""
+    validator = _validator(_schema(), defaults=False)
+    lines = []
+    for s in sources:
+        errs = _schema_errors(s.data, validator, s.where)
+        errs.sort(key=lambda e: (_line_of(s.doc, e[0]) or 0) if s.doc is not None else 0)
+        lines += [line for _, line in errs]
+    _raise(lines)
+
+
 def validate(config: dict, docs: Sequence[tuple[str, CommentedMap]] = (),
              overrides: Mapping[str, Any] | None = None) -> dict:
-    """Validate ``config`` in place (defaults filled) and return it.
+    """Validate the merged ``config`` in place (defaults filled), resolve the derived values and
+    run the cross-key checks; return it. ``docs`` (filename, round-trip document) and
+    ``overrides`` (the ``--config`` values) are only used to say where a bad key was set."""
+    sources = [Source(str(n), _to_plain(d), d) for n, d in docs]
+    if overrides:
+        sources.append(Source("command line", _to_plain(overrides)))
+    return _validate_merged(config, Origins(sources))
 
-    ``docs`` are the (filename, round-trip document) pairs the config came from; they are only
-    used to give line numbers in error messages.
-    """
-    validator = _validator(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = []
-        for err in errors:
-            path = list(err.absolute_path)
-            if err.validator == "additionalProperties":
-                extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-                if extra:
-                    path = path + [extra[0]]
-            where = ""
-            if overrides and _in_mapping(overrides, path):
-                where = " (set with --config on the command line)"
-            for fname, doc in ([] if where else reversed(list(docs))):
-                ln = _line_of(doc, path)
-                if ln is not None:
-                    where = f" ({fname}, line {ln})"
-                    break
-            lines.append(f"  config key '{_fmt_path(path)}'{where}: {_describe(err)}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
-    _resolve_derived(config)
+
+def _validate_merged(config: dict, origins: Origins, workdir: str | os.PathLike | None = None) -> dict:
+    errs = _schema_errors(config, _validator(_schema(), defaults=True), origins.where)
+    _raise([line for _, line in sorted(errs, key=lambda e: list(map(str, e[0])))])
+    _resolve_derived(config, origins, workdir)
     return config
 
 
-def _resolve_derived(cfg: dict) -> None:
+def _resolve_derived(cfg: dict, origins: Origins | None = None, workdir: str | os.PathLike | None = None) -> None:
+    """Fill the derived values and run the cross-key checks (all errors at once)."""
+    origins = origins or Origins([])
     seed = cfg["seed"]
     for sec in _SEEDED:
         if cfg[sec].get("seed") is None:
@@ -190,40 +398,83 @@ def _resolve_derived(cfg: dict) -> None:
         ss["resolution"] = ds["resolution"]
     if ss["channels"] is None:
         ss["channels"] = ds["channels"]
+    errors: list[str] = []
     if ss["num_classes"] is None:
-        ss["num_classes"] = dataset_num_classes(ds)
+        try:
+            ss["num_classes"] = dataset_num_classes(ds, workdir)
+        except ConfigError as exc:
+            text = _strip_key(str(exc), "dataset.path")
+            if text.startswith("is required"):  # set nowhere: name the key that needs it
+                errors.append(origins.line(["dataset.source", "dataset.path"], f"'dataset.path' {text}"))
+            else:
+                errors.append(origins.line(["dataset.path"], text))
     n_stages = len(ss["strides"])
-    pop_cfg = ss["population"]
     for gene in ("structures", "expansions", "channels"):
-        for i, vec in enumerate(pop_cfg[gene]):
+        for i, vec in enumerate(ss["population"][gene]):
             if len(vec) != n_stages:
-                raise ConfigError(
-                    f"config key 'search_space.population.{gene}[{i}]': has {len(vec)} values, "
-                    f"expected one per stage ({n_stages}, the length of search_space.strides)"
-                )
+                errors.append(origins.line(
+                    [["search_space", "population", gene, i], "search_space.strides"],
+                    f"has {len(vec)} values, expected one per stage ({n_stages}, the length of "
+                    "search_space.strides)"))
     if ds["val_fraction"] + ds["test_fraction"] >= 1:
-        raise ConfigError(
-            "config keys 'dataset.val_fraction' + 'dataset.test_fraction' must be < 1, got "
-            f"{ds['val_fraction']} + {ds['test_fraction']}"
-        )
+        errors.append(origins.line(["dataset.val_fraction", "dataset.test_fraction"],
+                                   f"their sum must be < 1, got {ds['val_fraction']} + {ds['test_fraction']}"))
     sc = cfg["scenarios"]
     if sc["change_point"] >= sc["stream_length"]:
-        raise ConfigError(
-            f"config key 'scenarios.change_point' ({sc['change_point']}) must be smaller than "
-            f"'scenarios.stream_length' ({sc['stream_length']})"
-        )
+        errors.append(origins.line(["scenarios.change_point", "scenarios.stream_length"],
+                                   f"the change point ({sc['change_point']}) must be smaller than the stream "
+                                   f"length ({sc['stream_length']})"))
+    weights = cfg["proxies"]["weights"] or {}
+    unknown = sorted(set(weights) - set(cfg["proxies"]["names"]))
+    for name in unknown:
+        errors.append(origins.line([["proxies", "weights", name], "proxies.names"],
+                                   f"a weight for {name!r}, which is not in proxies.names "
+                                   f"{cfg['proxies']['names']}"))
+    for name, w in weights.items():
+        if not math.isfinite(float(w)):
+            errors.append(origins.line([["proxies", "weights", name]], f"value {w} must be finite"))
+    if weights and not unknown and set(weights) == set(cfg["proxies"]["names"]) \
+            and not any(float(w) > 0 for w in weights.values()):
+        errors.append(origins.line(["proxies.weights"], "every weight is 0: the combined score is undefined"))
+    _raise(errors)
 
 
-def dataset_num_classes(ds: Mapping[str, Any]) -> int:
+_KEY_IN_MESSAGE = re.compile(r"config keys? '([A-Za-z0-9_.\[\]]+)'")
+
+
+def _strip_key(msg: str, key: str) -> str:
+    """``"config key 'a.b': text"`` -> ``"text"`` (the message of a library check, whose key is
+    named separately with its origin)."""
+    for prefix in (f"config key '{key}': ", f"config key '{key}' "):
+        if msg.startswith(prefix):
+            rest = msg[len(prefix):]
+            return "value " + rest[2:] if rest.startswith("= ") else rest
+    return msg
+
+
+def error_line(msg: str, origins: Origins, default_key: str | None = None) -> str:
+    """The error line of a library check's message: the key it names (or ``default_key``) with
+    its origin, then the message."""
+    m = _KEY_IN_MESSAGE.search(msg)
+    key = m.group(1) if m else default_key
+    if key is None:
+        return msg
+    return origins.line([key], _strip_key(msg, key))
+
+
+def dataset_num_classes(ds: Mapping[str, Any], workdir: str | os.PathLike | None = None) -> int:
     """Number of classes of a dataset config, known without reading the data (folders for
-    imagefolder)."""
+    imagefolder; a relative ``dataset.path`` is taken from ``workdir``, default the current
+    directory)."""
     src = ds["source"]
     if src in NUM_CLASSES:
         return NUM_CLASSES[src]
     root = ds.get("path")
     if not root:
         raise ConfigError("config key 'dataset.path' is required for source 'imagefolder'")
-    p = Path(root)
+    p = Path(os.path.expanduser(str(root)))
+    if workdir is not None and not p.is_absolute():
+        p = Path(workdir) / p
     if not p.is_dir():
         raise ConfigError(f"config key 'dataset.path': directory not found: {p}")
     classes = [d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")]
@@ -235,6 +486,7 @@ def dataset_num_classes(ds: Mapping[str, Any]) -> int:
     return len(classes)
 
 
+# ------------------------------------------------------------------------------------ loading
 def _merge(dst: CommentedMap, src: Mapping) -> None:
     for k, v in src.items():
         if isinstance(v, Mapping) and isinstance(dst.get(k), Mapping):
@@ -243,32 +495,100 @@ def _merge(dst: CommentedMap, src: Mapping) -> None:
             dst[k] = v
 
 
-def load_config(
-    paths: Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None = None
-) -> tuple[dict, CommentedMap]:
-    """Read, merge (later files win), validate and resolve.
+def _read_files(paths: Sequence[str | os.PathLike]) -> list[Source]:
+    """One :class:`Source` per file; every unreadable file is reported, not only the first."""
+    sources, errors = [], []
+    for p in paths:
+        try:
+            doc = read_yaml(p)
+        except ConfigError as exc:
+            errors.append(str(exc))
+            continue
+        sources.append(Source(str(p), _to_plain(doc), doc))
+    _raise(errors)
+    return sources
 
-    Returns ``(config, resolved_doc)``: the plain dict every rule uses and a round-trip document
-    (user comments kept, defaults filled) for ``write_resolved``.
-    """
-    docs = [(str(p), read_yaml(p)) for p in paths]
+
+def _cli_source(overrides: Mapping[str, Any], argv: Sequence[str] | None) -> Source:
+    return Source("command line", _typed_overrides(_to_plain(overrides), _schema()), None, cli_arguments(argv))
+
+
+def _resolve(sources: Sequence[Source], checks: bool = False, workdir: str | os.PathLike = ".",
+             results_dir: str | None = None) -> tuple[dict, CommentedMap]:
+    _check_sources(sources)
+    files = [s for s in sources if s.doc is not None]
     # The first file is the base document, so its comments (head comment included) survive.
-    merged = copy.deepcopy(docs[0][1]) if docs else CommentedMap()
-    for _, d in docs[1:]:
-        _merge(merged, copy.deepcopy(d))
-    if overrides:
-        overrides = _typed_overrides(overrides, load_schema())
-        _merge(merged, overrides)
-    cfg = validate(_to_plain(merged), docs, overrides)
+    merged = copy.deepcopy(files[0].doc) if files else CommentedMap()
+    for s in sources:
+        if s is not (files[0] if files else None):
+            _merge(merged, copy.deepcopy(s.doc) if s.doc is not None else copy.deepcopy(s.data))
+    origins = Origins(sources)
+    cfg = _validate_merged(_to_plain(merged), origins, workdir)
+    if checks:
+        from tinyevo.preflight import problems
+
+        _raise([origins.line(p.keys, p.text) if p.keys else p.text
+                for p in problems(cfg, workdir=workdir, results_dir=results_dir)])
     _fill_doc(merged, cfg)
     return cfg, merged
+
+
+def load_config(paths: Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None = None,
+                argv: Sequence[str] | None = None) -> tuple[dict, CommentedMap]:
+    """Read the files (later files win), the ``overrides`` (``--config`` values; ``argv`` only
+    names their arguments in errors), validate each source and the merge, resolve.
+
+    Returns ``(config, resolved_doc)``: the plain dict every rule uses and a round-trip document
+    (user comments kept, defaults filled) for :func:`write_resolved`."""
+    sources = _read_files(paths)
+    if overrides:
+        sources.append(_cli_source(overrides, argv))
+    return _resolve(sources)
+
+
+def workflow_config_files(configfiles: Sequence[str | os.PathLike] = (), workdir: str | os.PathLike = ".",
+                          base: str = BASE_CONFIG, replace_base: bool = False) -> list[str]:
+    """The files of a run in Snakemake's order: ``base`` (relative to ``workdir``) when it exists
+    and ``--replace-workflow-config`` is not given, then every ``--configfile`` (a repeat of the
+    base file counts once). Snakemake's own rule: a missing base file is an error only when no
+    ``--configfile`` is given."""
+    extra = [str(f) for f in configfiles]
+    out = []
+    base_path = Path(workdir) / base
+    if not replace_base:
+        if base_path.is_file():
+            if not any(Path(f).resolve() == base_path.resolve() for f in extra):
+                out.append(str(base_path) if str(workdir) not in ("", ".") else base)
+        elif not extra:
+            raise ConfigError(f"invalid configuration:\n  config file not found: {base_path} (the workflow's "
+                              "default config; run from the repository root or give --configfile)")
+    return out + extra
+
+
+def load_workflow_config(configfiles: Sequence[str | os.PathLike] = (), cli: Mapping[str, Any] | None = None, *,
+                         workdir: str | os.PathLike = ".", base: str = BASE_CONFIG, replace_base: bool = False,
+                         argv: Sequence[str] | None = None, results_dir: str = "results"
+                         ) -> tuple[dict, CommentedMap, list[str]]:
+    """The Snakefile's entry point: :func:`workflow_config_files`, each read and validated with its
+    origin, the ``cli`` values (Snakemake's parsed ``--config``; ``argv`` names their arguments),
+    then :mod:`tinyevo.preflight` (checks against the search space, the device, the class ids and,
+    unless ``results_dir`` already holds the prepared dataset, the dataset's paths). Returns
+    ``(config, resolved_doc, files)``; raises :class:`ConfigError` with one line per problem."""
+    files = workflow_config_files(configfiles, workdir, base, replace_base)
+    sources = _read_files(files)
+    if cli:
+        sources.append(_cli_source(cli, argv))
+    results = results_dir if Path(results_dir).is_absolute() else str(Path(workdir) / results_dir)
+    cfg, doc = _resolve(sources, checks=True, workdir=workdir, results_dir=results)
+    return cfg, doc, files
 
 
 def _typed_overrides(value: Any, schema: Mapping[str, Any]) -> Any:
     """Snakemake parses the nested part of ``--config train='{lr: 0.01}'`` with YAML's BaseLoader,
     so every nested scalar arrives as a string. Where the schema does not accept a string there,
-    read the string as a YAML scalar (``'0.01'`` -> 0.01, ``'true'`` -> True, ``''``/``'null'`` -> None);
-    validation then judges the result as if it had come from a file."""
+    read the string as a YAML 1.2 scalar with the files' loader (``'0.01'`` -> 0.01, ``'true'`` ->
+    True, ``'yes'`` stays a string, ``''``/``'null'`` -> None); validation then judges the result as
+    if it had come from a file."""
     if isinstance(value, Mapping):
         props = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
         extra = schema.get("additionalProperties") if isinstance(schema, Mapping) else None
@@ -369,3 +689,45 @@ def dump_yaml(doc: Any) -> str:
 
 def write_resolved(doc: CommentedMap, path: str | os.PathLike) -> None:
     atomic_write_text(path, dump_yaml(doc))
+
+
+# ------------------------------------------------------------------------------ command line
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tinyevo.config [-d DIR] [--configfile F ...] [--config KEY=VALUE ...]``: the
+    workflow's config checks without Snakemake (Snakemake reads every ``--configfile`` itself
+    before the workflow starts and reports a YAML syntax error there without its line; this names
+    it). Prints the resolved config with ``--print``. Exit status 0 (valid) or 1 (one line per
+    problem on stderr, no traceback)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tinyevo.config",
+                                 description="Check a tinyevo configuration as `snakemake -n` would.")
+    ap.add_argument("-d", "--directory", default=".", help="working directory of the run (holds config/config.yaml)")
+    ap.add_argument("--configfile", "--configfiles", nargs="+", action="extend", default=[], metavar="FILE")
+    ap.add_argument("-C", "--config", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--replace-workflow-config", action="store_true")
+    ap.add_argument("--print", action="store_true", help="print the resolved config")
+    args = ap.parse_args(argv)
+    try:
+        from snakemake.cli import parse_config  # Snakemake's own reading of --config
+
+        cli = parse_config(args.config)
+    except ValueError as exc:
+        print(f"invalid configuration:\n  command line: --config {' '.join(args.config)}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        cfg, doc, files = load_workflow_config([str(Path(f).absolute()) for f in args.configfile], cli,
+                                               workdir=args.directory, argv=["--config", *args.config],
+                                               replace_base=args.replace_workflow_config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.print:
+        sys.stdout.write(dump_yaml(doc))
+    else:
+        print(f"configuration valid: {', '.join(files) or 'defaults'}{' + --config' if cli else ''}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through main()
+    sys.exit(main())

@@ -1,16 +1,72 @@
-"""Run-time helpers shared by every stage: logging, seeding, torch device and threads."""
+"""Run-time helpers shared by every stage: logging, user errors, seeding, torch device and threads.
+
+User errors: a rule script calls :func:`setup_logging`, which also installs :func:`excepthook`.
+An uncaught exception that is a *user error* (:func:`is_user_error`: a :class:`UserError`, one of
+the stages' named error classes, or an error whose message names a ``config key``) ends the job
+with exit code 1 and one log line, the last of the rule's log, without a traceback; any other
+exception is a bug and keeps its full traceback (in the log too).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
+import re
 import sys
 from typing import Any, Mapping
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _LOG_STREAM = None  # the rule's log file, once setup_logging has opened it
+
+# Longest user-error line written to a log (a message quoting a huge value is cut).
+MAX_ERROR_CHARS = 2000
+# Error classes of the stages that always mean bad input or an impossible configuration, by
+# (module, name), so that checking them never imports the (heavy) module.
+USER_ERROR_CLASSES = frozenset({
+    ("tinyevo.compress.budget", "BudgetError"),
+    ("tinyevo.search.select", "NoFeasibleNet"),
+    ("tinyevo.train.final_round", "NoCandidate"),
+    ("tinyevo.scenarios.setup", "ScenarioError"),
+})
+_CONFIG_KEY = re.compile(r"\bconfig keys? '")
+
+
+class UserError(Exception):
+    """Base of the errors that mean bad input (config, data), never a bug: shown as one line."""
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """A :class:`UserError`, one of :data:`USER_ERROR_CLASSES`, or a ValueError / RuntimeError /
+    OSError / ArithmeticError whose message names a ``config key`` (the convention of every
+    stage's input checks). Anything else (TypeError, KeyError, an assertion, ...) is a bug."""
+    if isinstance(exc, UserError):
+        return True
+    if any((c.__module__, c.__name__) in USER_ERROR_CLASSES for c in type(exc).__mro__):
+        return True
+    return isinstance(exc, (ValueError, RuntimeError, OSError, ArithmeticError)) and bool(
+        _CONFIG_KEY.search(str(exc)))
+
+
+def one_line(exc: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """The message of ``exc`` on one line (its lines joined), at most ``limit`` characters."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    text = lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+    return text if len(text) <= limit else text[: limit - 30] + f" ... ({len(text)} characters)"
+
+
+def excepthook(exc_type, exc, tb) -> None:
+    """``sys.excepthook`` of the rule scripts: a user error is logged as one line (no traceback),
+    a bug with its traceback; Python then exits with status 1 either way."""
+    log = logging.getLogger("tinyevo")
+    if is_user_error(exc):
+        log.error("%s", one_line(exc))
+    elif issubclass(exc_type, KeyboardInterrupt):
+        log.error("interrupted")
+    else:
+        log.error("unexpected error (a bug, not a problem of the input):", exc_info=(exc_type, exc, tb))
+    logging.shutdown()
 
 
 class _Tee:
@@ -35,7 +91,8 @@ class _Tee:
 
 
 def setup_logging(log_path: str | os.PathLike | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Log to stderr and, when given, to ``log_path`` (a rule's ``log:`` file)."""
+    """Log to stderr and, when given, to ``log_path`` (a rule's ``log:`` file); install
+    :func:`excepthook` so that a user error ends the job as one line of that log."""
     global _LOG_STREAM
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
@@ -44,6 +101,7 @@ def setup_logging(log_path: str | os.PathLike | None = None, level: int = loggin
         handlers.append(fh)
         _LOG_STREAM = fh.stream
     logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
+    sys.excepthook = excepthook
     return logging.getLogger("tinyevo")
 
 
@@ -85,10 +143,15 @@ def pick_device(requested: str = "auto"):
 
 
 def set_threads(n: int) -> None:
-    """torch intra-op threads from the rule's ``threads``."""
+    """torch intra-op threads, from the config (``train.threads``, ``validation.threads``,
+    ``compress.threads``, ``scoring.threads``), never from the job's ``threads``: Snakemake lowers
+    those to ``--cores``, and on the CPU the last bits of a training or a proxy depend on the
+    intra-op thread count, so ``--cores 1`` and ``--cores 8`` would give different tables."""
     import torch
 
-    n = max(1, int(n))
+    if isinstance(n, bool) or int(n) != n or int(n) < 1:
+        raise ValueError(f"a torch thread count must be an integer >= 1, got {n!r}")
+    n = int(n)
     torch.set_num_threads(n)
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
 

@@ -7,6 +7,8 @@ layout under ``results/data/{name}/``:
 ``{split}_y.npy``      int64 labels
 ``manifest.parquet``   split, index (row in the split arrays), label, class_name, source, source_id
 ``stats.parquet``      channel, mean, std on the [0, 1] scale, computed on the train split
+``classes.parquet``    split, label, class_name, images (kept), skipped (unreadable images skipped
+                       with ``dataset.skip_corrupt``; a class left without images is an error)
 
 Other stages only use :func:`load_split`, :func:`load_stats` and :func:`to_tensor`; the rule
 calls :func:`prepare`. Importing this package is cheap (numpy only): torch, torchvision, PIL,
@@ -26,8 +28,9 @@ __all__ = ["DataError", "SPLITS", "load_split", "load_stats", "to_tensor", "outp
 def prepare(cfg_dataset: dict, out_dir, threads: int = 1, log: Any = None) -> dict:
     """Build the normalised dataset described by the ``dataset`` config section in ``out_dir``.
 
-    Returns a summary dict (name, source, resolution, channels, classes, sizes, skipped, mean,
-    std). Raises :class:`DataError` for bad input; never leaves a half-written output.
+    Returns a summary dict (name, source, resolution, channels, classes, sizes, skipped,
+    skipped_per_class, mean, std). Raises :class:`DataError` for bad input; never leaves a
+    half-written output.
     """
     from tinyevo.data.pipeline import prepare as _prepare
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from tinyevo.runtime import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Bad dataset input; the message names the config key, file or directory at fault."""
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from tinyevo.data.errors import DataError, Unreadable
 from tinyevo.data.sources import Source, read_source
-from tinyevo.data.store import MANIFEST, SPLITS, STATS
+from tinyevo.data.store import CLASSES, MANIFEST, SPLITS, STATS
 from tinyevo.io import atomic_path
 from tinyevo.runtime import log_header, progress
 
@@ -180,6 +180,38 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(var)
 
 
+def class_counts(split: str, labels: np.ndarray, keep: np.ndarray, classes: list[str]) -> "pd.DataFrame":
+    """One row per class of the source: split, label, class_name, images (kept), skipped."""
+    import pandas as pd
+
+    n = len(classes)
+    labels = np.asarray(labels, dtype=np.int64)
+    kept = np.bincount(labels[keep], minlength=n)[:n]
+    skipped = np.bincount(labels[~keep], minlength=n)[:n]
+    return pd.DataFrame({"split": split, "label": np.arange(n, dtype=np.int64), "class_name": list(classes),
+                         "images": kept.astype(np.int64), "skipped": skipped.astype(np.int64)})
+
+
+def _check_no_class_emptied(counts: "pd.DataFrame", split: str) -> None:
+    """``skip_corrupt`` must never drop a whole class: the classifier would keep an output the
+    data no longer has (search_space.num_classes would disagree with the dataset)."""
+    emptied = counts[(counts["images"] == 0) & (counts["skipped"] > 0)]
+    if len(emptied):
+        r = emptied.iloc[0]
+        others = f" (and {len(emptied) - 1} more class(es))" if len(emptied) > 1 else ""
+        raise DataError(
+            f"class {r['class_name']!r} (label {int(r['label'])}) has no readable image left in the {split} split: "
+            f"all {int(r['skipped'])} were unreadable and skipped{others}; dataset.skip_corrupt never drops a "
+            "whole class: repair or replace those images"
+        )
+
+
+def _log_skipped(log: logging.Logger, counts: "pd.DataFrame", split: str) -> None:
+    bad = counts[counts["skipped"] > 0]
+    log.warning("%s split: skipped per class: %s", split,
+                ", ".join(f"{r.class_name} {int(r.skipped)} of {int(r.skipped + r.images)}" for r in bad.itertuples()))
+
+
 def _check_cfg(cfg: dict) -> tuple[int, int]:
     res, ch = cfg.get("resolution", 32), cfg.get("channels", 1)
     if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or res <= 0:
@@ -227,6 +259,7 @@ def prepare(cfg: dict, out_dir: str | os.PathLike, threads: int = 1, log: loggin
     sizes: dict[str, int] = {}
     skipped: dict[str, int] = {}
     manifest: list[pd.DataFrame] = []
+    counts: list[pd.DataFrame] = []
     with contextlib.ExitStack() as stack:
         stats = None
         for split in SPLITS:
@@ -246,6 +279,10 @@ def prepare(cfg: dict, out_dir: str | os.PathLike, threads: int = 1, log: loggin
             kept = idx[keep]
             if split == "train" and len(kept) == 0:
                 raise DataError(f"no readable image left in the train split ({len(idx)} unreadable)")
+            counts.append(class_counts(split, src.labels[idx], keep, list(src.classes)))
+            if bad:
+                _log_skipped(log, counts[-1], split)
+                _check_no_class_emptied(counts[-1], split)
             y = src.labels[kept].astype(np.int64)
             np.save(tmp_y, y)
             sizes[split], skipped[split] = int(len(kept)), int(len(bad))
@@ -266,6 +303,8 @@ def prepare(cfg: dict, out_dir: str | os.PathLike, threads: int = 1, log: loggin
         stats_df.to_parquet(tmp_stats, index=False, engine="pyarrow")
         tmp_man = stack.enter_context(atomic_path(out / MANIFEST))
         pd.concat(manifest, ignore_index=True).to_parquet(tmp_man, index=False, engine="pyarrow")
+        tmp_cls = stack.enter_context(atomic_path(out / CLASSES))
+        pd.concat(counts, ignore_index=True).to_parquet(tmp_cls, index=False, engine="pyarrow")
     log.info("train mean %s std %s", np.round(mean, 4).tolist(), np.round(std, 4).tolist())
     if any(skipped.values()):
         log.warning("skipped %d unreadable image(s) in total", sum(skipped.values()))
@@ -279,6 +318,8 @@ def prepare(cfg: dict, out_dir: str | os.PathLike, threads: int = 1, log: loggin
         "classes": list(src.classes),
         "sizes": sizes,
         "skipped": skipped,
+        "skipped_per_class": {c["split"].iloc[0]: {r.class_name: int(r.skipped) for r in c.itertuples() if r.skipped}
+                              for c in counts},
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
     }

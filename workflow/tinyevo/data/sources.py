@@ -149,6 +149,17 @@ def _find_fashion(root: Path) -> dict[tuple[str, str], Path] | None:
     return None
 
 
+def _fashion_missing(root: Path) -> DataError:
+    if not root.is_dir():
+        return DataError(f"config key 'dataset.path': directory not found: {root} "
+                         "(set dataset.download: true to let torchvision fetch Fashion-MNIST)")
+    names = ", ".join(s + ".gz" for s in FASHION_FILES.values())
+    return DataError(
+        f"config key 'dataset.path': Fashion-MNIST files not found in {root} or {root / 'FashionMNIST' / 'raw'} "
+        f"(expected {names}; set dataset.download: true to fetch them)"
+    )
+
+
 def read_fashion_mnist(cfg: dict) -> Source:
     root = _need_path(cfg, "the directory with the Fashion-MNIST IDX files")
     files = _find_fashion(root) if root.is_dir() else None
@@ -160,14 +171,7 @@ def read_fashion_mnist(cfg: dict) -> Source:
             FashionMNIST(str(root), train=train, download=True)
         files = _find_fashion(root)
     if files is None:
-        if not root.is_dir():
-            raise DataError(f"config key 'dataset.path': directory not found: {root} "
-                            "(set dataset.download: true to let torchvision fetch Fashion-MNIST)")
-        names = ", ".join(s + ".gz" for s in FASHION_FILES.values())
-        raise DataError(
-            f"config key 'dataset.path': Fashion-MNIST files not found in {root} or {root / 'FashionMNIST' / 'raw'} "
-            f"(expected {names}; set dataset.download: true to fetch them)"
-        )
+        raise _fashion_missing(root)
     arrays, labels, official = [], [], []
     refs: list[str] = []
     ids: list[np.ndarray] = []
@@ -219,18 +223,8 @@ def _cifar_dir(root: Path) -> Path | None:
     return None
 
 
-def read_cifar10(cfg: dict) -> Source:
-    """The python-pickle batches, read with torchvision's CIFAR10 reader (existence check only: the
-    MD5 sums are those of the official files, so a re-packed or test set would never pass)."""
-    root = _need_path(cfg, f"the '{CIFAR_FOLDER}' directory or its parent")
-    from torchvision.datasets import CIFAR10
-
-    d = _cifar_dir(root) if root.is_dir() else None
-    if d is None and cfg.get("download"):
-        root.mkdir(parents=True, exist_ok=True)
-        for train in (True, False):
-            CIFAR10(str(root), train=train, download=True)  # official files, MD5-checked
-        d = _cifar_dir(root)
+def _check_cifar_dir(root: Path, d: Path | None) -> None:
+    """``d`` (the batches folder found under ``root``) holds every official batch file."""
     if d is None:
         if not root.is_dir():
             raise DataError(f"config key 'dataset.path': directory not found: {root} "
@@ -241,7 +235,26 @@ def read_cifar10(cfg: dict) -> Source:
         )
     for name in CIFAR_TRAIN + CIFAR_TEST + [CIFAR_META]:
         if not (d / name).is_file():
-            raise DataError(f"CIFAR-10 file not found: {d / name}")
+            raise DataError(f"config key 'dataset.path': CIFAR-10 file not found: {d / name}")
+
+
+def read_cifar10(cfg: dict) -> Source:
+    """The python-pickle batches, read with torchvision's CIFAR10 reader (existence check only: the
+    MD5 sums are those of the official files, so a re-packed or test set would never pass).
+
+    The official batches are Python pickles, and unpickling runs whatever a file holds: they are
+    read only from the configured ``dataset.path`` (or downloaded there by torchvision with its
+    MD5 check), never from a results folder."""
+    root = _need_path(cfg, f"the '{CIFAR_FOLDER}' directory or its parent")
+    from torchvision.datasets import CIFAR10
+
+    d = _cifar_dir(root) if root.is_dir() else None
+    if d is None and cfg.get("download"):
+        root.mkdir(parents=True, exist_ok=True)
+        for train in (True, False):
+            CIFAR10(str(root), train=train, download=True)  # official files, MD5-checked
+        d = _cifar_dir(root)
+    _check_cifar_dir(root, d)
 
     class _Reader(CIFAR10):
         base_folder = d.name
@@ -457,6 +470,53 @@ READERS: dict[str, Callable[[dict], Source]] = {
     "imagefolder": read_imagefolder,
     "vww": read_vww,
 }
+
+
+def _path_in(p: Path, workdir: str | os.PathLike | None) -> Path:
+    return p if workdir is None or p.is_absolute() else Path(workdir) / p
+
+
+def check_inputs(cfg: dict, workdir: str | os.PathLike | None = None) -> None:
+    """The checks of the source's raw inputs that need no file to be opened, as the readers make
+    them (same :class:`DataError` messages): a required path, a missing folder or file (with
+    ``download: true`` a missing Fashion-MNIST / CIFAR-10 folder is fine). Relative paths are taken
+    from ``workdir`` (default: the current directory). Run by the workflow before any job."""
+    src = cfg.get("source", "digits")
+    if src not in READERS:
+        raise DataError(f"config key 'dataset.source': unknown source {src!r} (one of {', '.join(READERS)})")
+    if src == "digits":
+        return
+    if src == "fashion_mnist":
+        root = _path_in(_need_path(cfg, "the directory with the Fashion-MNIST IDX files"), workdir)
+        if not cfg.get("download") and (not root.is_dir() or _find_fashion(root) is None):
+            raise _fashion_missing(root)
+        return
+    if src == "cifar10":
+        root = _path_in(_need_path(cfg, f"the '{CIFAR_FOLDER}' directory or its parent"), workdir)
+        d = _cifar_dir(root) if root.is_dir() else None
+        if not (d is None and cfg.get("download")):
+            _check_cifar_dir(root, d)
+        return
+    if src == "imagefolder":
+        root = _need_dir(_path_in(_need_path(cfg, "the class-per-folder image tree"), workdir))
+        classes = [e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")]
+        if len(classes) < 2:
+            raise DataError(f"config key 'dataset.path': an ImageFolder needs at least 2 class folders, found "
+                            f"{len(classes)} in {root}")
+        return
+    _need_dir(_path_in(_need_path(cfg, "the COCO image directory"), workdir))
+    if not cfg.get("annotations"):
+        raise DataError("config key 'dataset.annotations' is required for source 'vww' (a COCO instances JSON)")
+    files = [("dataset.annotations", cfg["annotations"])]
+    files += [(f"dataset.annotations_extra[{i}]", f) for i, f in enumerate(cfg.get("annotations_extra") or [])]
+    for key, f in files:
+        path = _path_in(Path(os.path.expanduser(f)), workdir)
+        if not path.is_file():
+            raise DataError(f"config key '{key}': annotation file not found: {path}")
+    if cfg.get("minival_ids"):
+        path = _path_in(Path(os.path.expanduser(cfg["minival_ids"])), workdir)
+        if not path.is_file():
+            raise DataError(f"config key 'dataset.minival_ids': file not found: {path}")
 
 
 def read_source(cfg: dict) -> Source:

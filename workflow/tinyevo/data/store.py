@@ -13,13 +13,15 @@ from tinyevo.data.errors import DataError
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.parquet"
 STATS = "stats.parquet"
+# per split and class: images kept and unreadable images skipped (dataset.skip_corrupt)
+CLASSES = "classes.parquet"
 # Standard deviations below this are clamped in to_tensor (a constant channel would divide by 0).
 STD_EPS = 1e-6
 
 
 def output_names() -> list[str]:
     """File names (relative to the dataset folder) that :func:`tinyevo.data.prepare` writes."""
-    return [f"{s}_{k}.npy" for s in SPLITS for k in ("x", "y")] + [MANIFEST, STATS]
+    return [f"{s}_{k}.npy" for s in SPLITS for k in ("x", "y")] + [MANIFEST, STATS, CLASSES]
 
 
 def _check_split(split: str) -> None:

@@ -1,7 +1,13 @@
 """NetSpec -> torch ``nn.Module`` (the genetic-NAS paper's blocks: ReLU6, BN, bias-free convs, kaiming init,
-Flatten before the classifier, where TyBox splits the net)."""
+Flatten before the classifier, where TyBox splits the net), and the model file: tensors beside
+JSON data, read with ``torch.load(weights_only=True)`` so that a file from elsewhere (a shared
+results folder, a downloaded run) cannot run code."""
 
 from __future__ import annotations
+
+import json
+import os
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,25 +81,72 @@ def build_torch(spec: NetSpec) -> TinyNet:
     return TinyNet(spec)
 
 
+MODEL_FORMAT = 2  # 1: the same layout, before every load was weights_only
+
+
+class UnsafeFileError(ValueError):
+    """A model or checkpoint file that holds Python objects besides tensors and plain data:
+    unpickling it could run code, so it is refused (``torch.load(weights_only=True)``)."""
+
+
+def json_data(obj: Any, what: str) -> Any:
+    """``obj`` as JSON-typed data (dicts with string keys, lists, strings, numbers, booleans, None;
+    numpy scalars and arrays converted), the only Python objects besides tensors that a tinyevo
+    model or checkpoint holds. A ``ValueError`` naming ``what`` for anything else."""
+    def default(o):
+        if hasattr(o, "tolist"):  # numpy scalar or array
+            return o.tolist()
+        raise TypeError(f"{type(o).__name__} is not JSON data")
+
+    try:
+        return json.loads(json.dumps(obj, default=default, allow_nan=True))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON data (dicts, lists, strings, numbers): {exc}") from None
+
+
+def load_tensors(path, what: str, map_location="cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, dicts, lists, tuples and plain values
+    only, so a crafted file cannot run code (PyTorch's safe loader; its default since 2.6).
+    A file holding anything else raises :class:`UnsafeFileError`, an unreadable one ``ValueError``;
+    both name the file."""
+    import pickle
+    import warnings
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise UnsafeFileError(
+            f"{path}: refused to load this {what}: it is not made of tensors and plain data only (a pickle "
+            "of other Python objects could run code when unpickled; a corrupt file looks the same), so it was "
+            "not unpickled; it was not written by tinyevo or was altered since"
+        ) from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable {what} ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
 def save_model(path, model: TinyNet, meta: dict | None = None) -> None:
-    """Weights + NetSpec (+ free-form metadata such as arch string and class list), atomically."""
+    """Weights + NetSpec + free-form metadata (arch string, class list, ...), atomically: a torch
+    file holding the ``state_dict`` tensors beside the NetSpec and the metadata as JSON data, so
+    that :func:`load_model` reads it with ``weights_only=True``."""
     from tinyevo.io import atomic_path
 
-    payload = {"netspec": model.spec.to_dict(), "state_dict": model.state_dict(), "meta": dict(meta or {})}
+    payload = {"format": MODEL_FORMAT, "netspec": json_data(model.spec.to_dict(), "the NetSpec"),
+               "meta": json_data(dict(meta or {}), "the model metadata"), "state_dict": model.state_dict()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_model(path, map_location="cpu") -> tuple[TinyNet, NetSpec, dict]:
-    """Inverse of :func:`save_model`; clear errors for a missing file or a NetSpec mismatch."""
-    import os
-
+    """Inverse of :func:`save_model` (``weights_only=True``: a file holding other Python objects is
+    refused with :class:`UnsafeFileError`, never executed); clear errors for a missing file or a
+    NetSpec mismatch."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable tinyevo model file: {exc}") from None
+    payload = load_tensors(path, "tinyevo model file", map_location)
     if not isinstance(payload, dict) or "netspec" not in payload or "state_dict" not in payload:
         raise ValueError(f"{path}: not a tinyevo model file (needs 'netspec' and 'state_dict')")
     spec = NetSpec.from_dict(payload["netspec"])

@@ -25,15 +25,17 @@ checkpoint_path=None, progress=True, amp=False, on_mismatch="error", stop_after=
     ``fit`` starts, training continues after its last epoch, and on CPU ends with exactly the
     weights of an uninterrupted run. A checkpoint of another network (NetSpec / tensor shapes),
     other settings or other data sizes raises ``ValueError`` (``on_mismatch="error"``) or is
-    ignored with a warning (``"restart"``); an unreadable one raises ``ValueError``.
+    ignored with a warning (``"restart"``); so is an unreadable one. Checkpoints hold tensors and
+    plain data only and are read with ``torch.load(weights_only=True)``: a file with other Python
+    objects is refused, never unpickled.
     ``stop_after`` ends the run after that many of its ``epochs`` (the schedule still spans
     ``epochs``); a later call with a larger ``stop_after`` continues it from the checkpoint.
 
 ``evaluate(model, x, y, stats, device, batch_size=256, amp=False) -> (loss, acc, predictions)``
     Eval mode, no gradients: per-sample mean cross-entropy, accuracy, predicted labels (int64).
 
-``load_checkpoint(path)``: the checkpoint dict; ``FileNotFoundError`` / ``ValueError`` with the
-path for a missing / unreadable file.
+``load_checkpoint(path)``: the checkpoint dict; ``FileNotFoundError`` / ``CheckpointError`` (a
+``ValueError``) with the path for a missing / unreadable / refused file.
 
 Stage functions
 ---------------
@@ -55,7 +57,7 @@ import importlib
 _EXPORTS = {
     "NETS": "classes", "ClassSubset": "classes", "base_net": "classes", "class_subset": "classes",
     "DEFAULT_SETTINGS": "loop", "HISTORY_COLUMNS": "loop", "augment_batch": "loop", "evaluate": "loop",
-    "fit": "loop", "load_checkpoint": "loop", "resolve_settings": "loop",
+    "fit": "loop", "load_checkpoint": "loop", "CheckpointError": "loop", "resolve_settings": "loop",
     "TrainResult": "stage", "chosen_arch": "stage", "confusion_table": "stage", "run_training": "stage",
     "selected_arch": "stage", "train_net": "stage",
     "NoCandidate": "final_round", "round_slots": "final_round", "select_candidates": "final_round",

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from tinyevo.io import atomic_path
+from tinyevo.runtime import UserError
 from tinyevo.runtime import progress as _progress
 
 LOG = logging.getLogger("tinyevo.train")
@@ -41,6 +42,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 IGNORED_SETTINGS = frozenset({"threads"})
 SCHEDULES = ("constant", "cosine")
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
+# Version 1 throughout: the files of the pickled-numpy era (same number) cannot be mistaken for
+# these, torch.load(weights_only=True) refuses their numpy RNG state.
 CHECKPOINT_VERSION = 1
 EVAL_BATCH = 256
 # A training set at most this large (bytes, uint8) is uploaded to the GPU once.
@@ -228,19 +231,30 @@ def _fingerprint(model: nn.Module, settings: Mapping[str, Any], n_train: int, n_
     }
 
 
+class CheckpointError(UserError, ValueError):
+    """A training checkpoint that cannot be resumed (unreadable, refused as unsafe, another format)."""
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`fit`; clear errors for a missing or unreadable file."""
+    """Read a checkpoint written by :func:`fit` with ``torch.load(weights_only=True)`` (tensors and
+    plain data only: a crafted file is refused, never executed); clear errors for a missing,
+    unreadable or foreign file."""
+    from tinyevo.space.torch_model import UnsafeFileError, load_tensors
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"training checkpoint not found: {p}")
     try:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"training checkpoint {p} is not readable ({type(exc).__name__}: {exc}); "
-                         "delete it to start the training afresh") from None
+        ck = load_tensors(p, "training checkpoint")
+    except UnsafeFileError as exc:
+        raise CheckpointError(f"training checkpoint {p} is not readable: {exc}; delete it to start the "
+                              "training afresh") from None
+    except ValueError as exc:
+        raise CheckpointError(f"training checkpoint {p} is not readable ({exc}); delete it to start the "
+                              "training afresh") from None
     if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION or "model" not in ck:
-        raise ValueError(f"training checkpoint {p} is not a tinyevo v{CHECKPOINT_VERSION} checkpoint; "
-                         "delete it to start the training afresh")
+        raise CheckpointError(f"training checkpoint {p} is not a tinyevo v{CHECKPOINT_VERSION} checkpoint; "
+                              "delete it to start the training afresh")
     return ck
 
 
@@ -255,7 +269,13 @@ def _describe_mismatch(old: dict, new: dict) -> str:
 
 
 def _rng_states(device: torch.device) -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every generator's state as tensors and plain data (loadable with ``weights_only=True``):
+    numpy's legacy MT19937 state as its key tensor + position + cached Gaussian."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {"torch": torch.get_rng_state(),
+          "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                    "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+          "python": random.getstate()}
     if device.type == "cuda":
         st["cuda"] = torch.cuda.get_rng_state(device)
     return st
@@ -263,7 +283,9 @@ def _rng_states(device: torch.device) -> dict:
 
 def _set_rng_states(st: Mapping[str, Any], device: torch.device) -> None:
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
+    n = st["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(st["python"])
     if device.type == "cuda" and "cuda" in st:
         torch.cuda.set_rng_state(st["cuda"], device)
@@ -318,8 +340,15 @@ def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequenc
 
     rows: list[dict] = []
     start = 0
+    ck = None
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        ck = load_checkpoint(checkpoint_path)
+        try:
+            ck = load_checkpoint(checkpoint_path)
+        except CheckpointError as exc:
+            if on_mismatch == "error":
+                raise
+            log.warning("ignoring %s; starting afresh", exc)
+    if ck is not None:
         if ck.get("fingerprint") != fp:
             why = _describe_mismatch(ck.get("fingerprint") or {}, fp)
             if on_mismatch == "error":
