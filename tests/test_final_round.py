@@ -94,6 +94,33 @@ def test_no_candidate_names_the_constraints():
         select_candidates(HIST, "C", 0)
 
 
+def test_min_distance_spreads_the_candidates_over_families():
+    """Real strings of the micro space: two near-copies of the best net are skipped when the
+    candidates must differ in >= 3 genes; the distance counts (gene, stage) positions."""
+    from tinyevo.space import SearchSpace
+    from tinyevo.space.spec import genes_from_lists
+    from tinyevo.train.final_round import diverse_top, gene_distance, gene_vector
+
+    space = SearchSpace.from_config(SS_CFG)
+    enc = [space.encode(genes_from_lists(*g)) for g in (
+        ([1, 1], [1, 1], [4, 4]),    # best
+        ([2, 1], [1, 1], [4, 4]),    # 1 gene away
+        ([1, 1], [1, 2], [4, 4]),    # 1 gene away
+        ([2, 2], [2, 2], [8, 8]))]   # 6 genes away
+    best, near1, near2, far = enc
+    assert [gene_distance(gene_vector(space, best), gene_vector(space, a)) for a in enc] == [0, 1, 1, 6]
+    hist = history([(a, 10.0 - i, 0.0, True, True, 1, 1) for i, a in enumerate(enc)])
+    assert select_candidates(hist, "C", 2)["arch"].tolist() == [best, near1]
+    got = select_candidates(hist, "C", 2, min_distance=3, space=space)
+    assert got["arch"].tolist() == [best, far] and got["candidate"].tolist() == [0, 1]
+    assert got["history_row"].tolist() == [0, 3]
+    assert diverse_top([0, 1, 2], [(0, 0), (0, 1), (1, 1)], 3, 2) == [0, 2]  # fewer qualify: all of them
+    with pytest.raises(ValueError, match=r"final_round\.min_distance' must be an integer >= 0"):
+        select_candidates(hist, "C", 2, min_distance=-1, space=space)
+    with pytest.raises(ValueError, match="needs the search space"):
+        select_candidates(hist, "C", 2, min_distance=3)
+
+
 # ---------------------------------------------------------------- the static schedule
 
 

@@ -46,6 +46,8 @@ rule final_round_candidates:
         k=FINAL["k"],
         nc_limits=FINAL["nc_limits"],
         constraints=config["constraints"],
+        min_distance=FINAL["min_distance"],
+        search_space=config["search_space"],
     log:
         log_of("final_round", "{net}_candidates"),
     conda:

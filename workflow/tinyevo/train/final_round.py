@@ -181,16 +181,51 @@ def describe_pool(net: str, constraints: Mapping[str, Any] | None, nc_limits: Ma
     return f"trainable nets ({limits})"
 
 
+def gene_distance(a: Sequence[int], b: Sequence[int]) -> int:
+    """Number of (gene, stage) positions at which two gene vectors differ (Hamming distance)."""
+    if len(a) != len(b):
+        raise ValueError(f"gene vectors of different lengths {len(a)} and {len(b)}")
+    return int(sum(x != y for x, y in zip(a, b)))
+
+
+def gene_vector(space, arch: str) -> tuple[int, ...]:
+    """The flat gene vector (repeats, expansions, channels of every stage) of ``arch``."""
+    g = space.decode(arch)
+    return (*g.repeats, *g.expansions, *g.channels)
+
+
+def diverse_top(order: Sequence[int], vectors: Sequence[Sequence[int]], k: int, min_distance: int) -> list[int]:
+    """Greedy diverse selection: walk ``order`` (best first) and keep a net when its
+    :func:`gene_distance` to every net kept so far is >= ``min_distance``, until ``k`` are kept.
+    ``min_distance`` 0 or 1 keeps the first ``k`` (the nets are distinct already)."""
+    kept: list[int] = []
+    for i in order:
+        if all(gene_distance(vectors[i], vectors[j]) >= min_distance for j in kept):
+            kept.append(int(i))
+            if len(kept) == k:
+                break
+    return kept
+
+
 def select_candidates(history: pd.DataFrame, net: str, k: int, nc_limits: Mapping[str, Any] | None = None,
-                      constraints: Mapping[str, Any] | None = None) -> pd.DataFrame:
+                      constraints: Mapping[str, Any] | None = None, min_distance: int = 0,
+                      space=None) -> pd.DataFrame:
     """The top-``k`` distinct architectures of the pool of ``net`` (:func:`pool_mask`) by
     :func:`score_column`, best first; ties go to the earlier history row, a NaN score ranks last.
-    Fewer than ``k`` distinct nets in the pool: all of them. Columns :data:`CANDIDATE_COLUMNS`
+    With ``min_distance`` > 1 (``final_round.min_distance``) every candidate differs from every
+    better one in at least that many genes (:func:`diverse_top`; needs the search ``space`` to
+    decode the strings): an aging evolution's history is dominated by one lineage, whose top-k
+    are near-copies of each other, and a round among near-copies cannot find a better family.
+    Fewer than ``k`` nets qualify: all of them. Columns :data:`CANDIDATE_COLUMNS`
     (``candidate`` = 0-based rank, ``history_row`` = position of the arch's first row).
     Raises :class:`NoCandidate` naming the pool's constraints when the pool is empty."""
     check_config(k, [1], 1.0, [net])
     if k < 1:
         raise ValueError(f"config key 'final_round.k' is {k}: no candidates to select")
+    if isinstance(min_distance, bool) or not isinstance(min_distance, (int, np.integer)) or min_distance < 0:
+        raise ValueError(f"config key 'final_round.min_distance' must be an integer >= 0, got {min_distance!r}")
+    if min_distance > 1 and space is None:
+        raise ValueError("final_round.min_distance > 1 needs the search space to decode the architecture strings")
     missing = sorted({"arch", "params", "macs"} - set(history.columns))
     if missing:
         raise ValueError(f"evolution history lacks column(s) {missing}")
@@ -204,8 +239,11 @@ def select_candidates(history: pd.DataFrame, net: str, k: int, nc_limits: Mappin
             f"{describe_pool(net, constraints, nc_limits)}; relax these limits or set final_round.k = 0")
     score = pool[col].to_numpy(dtype=float)
     key = np.where(np.isnan(score), -np.inf, score)
-    order = np.argsort(-key, kind="stable")[:int(k)]
-    top = pool.iloc[order]
+    order = np.argsort(-key, kind="stable")
+    if min_distance > 1:
+        vectors = [gene_vector(space, a) for a in pool["arch"].astype(str)]
+        order = np.asarray(diverse_top(order, vectors, int(k), int(min_distance)), dtype=np.int64)
+    top = pool.iloc[order[:int(k)]]
     return pd.DataFrame({
         "net": net, "candidate": np.arange(len(top), dtype=np.int64), "arch": top["arch"].astype(str).to_numpy(),
         "score": top[col].to_numpy(dtype=float), "params": top["params"].to_numpy(dtype=np.int64),
@@ -214,15 +252,22 @@ def select_candidates(history: pd.DataFrame, net: str, k: int, nc_limits: Mappin
 
 
 def write_candidates(history_path, net: str, k: int, out, nc_limits: Mapping[str, Any] | None = None,
-                     constraints: Mapping[str, Any] | None = None,
+                     constraints: Mapping[str, Any] | None = None, min_distance: int = 0,
+                     search_space: Mapping[str, Any] | None = None,
                      logger: logging.Logger | None = None) -> pd.DataFrame:
-    """The rule ``final_round_candidates``: :func:`select_candidates` from the history file."""
+    """The rule ``final_round_candidates``: :func:`select_candidates` from the history file
+    (``search_space``: the config section, to decode strings when ``min_distance`` > 1)."""
     log = logger or LOG
     hist = read_parquet(history_path, "evolution history")
-    cand = select_candidates(hist, net, k, nc_limits, constraints)
+    space = None
+    if search_space is not None:
+        from tinyevo.space import SearchSpace
+
+        space = SearchSpace.from_config(search_space)
+    cand = select_candidates(hist, net, k, nc_limits, constraints, min_distance=min_distance, space=space)
     write_parquet(cand, out)
-    log.info("%s: %d of k = %d candidates by %s from the pool of %s", net, len(cand), k, score_column(hist),
-             describe_pool(net, constraints, nc_limits))
+    log.info("%s: %d of k = %d candidates by %s (genes apart >= %d) from the pool of %s", net, len(cand), k,
+             score_column(hist), min_distance, describe_pool(net, constraints, nc_limits))
     for r in cand.itertuples():
         log.info("  %d  score %9.4f  params %9d  macs %11d  %s", r.candidate, r.score, r.params, r.macs, r.arch)
     return cand
