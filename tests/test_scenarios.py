@@ -95,7 +95,8 @@ def setup(tmp_path_factory):
     proj = root / "tybox"
     codegen.generate(tfl, (W, b), proj, M=M, lr=0.05, loss="mse_softmax", n_test=2)
     harness.build(proj, "g++", 2)
-    return {"data": data, "model": root / "model.pt", "tflite": tfl, "project": proj, "M": M, "test_acc": test_acc}
+    return {"data": data, "model": root / "model.pt", "tflite": tfl, "project": proj, "M": M, "test_acc": test_acc,
+            "W": W, "b": b}
 
 
 def _run(setup, sc, variant):
@@ -279,3 +280,118 @@ def test_workflow_concept_drift_end_to_end(tiny_pipeline):
     curves = pd.read_parquet(tmp_path / "results/scenarios/concept_drift/curves.parquet")
     assert len(curves) == 3 * TINY["scenarios"]["repetitions"] * (TINY["scenarios"]["stream_length"] + 1)
     assert (tmp_path / targets[1]).stat().st_size > 1000
+    # every learner's settings came from its own tuning job, and the summary records them
+    for variant in ("tybox", "tinyol", "float"):
+        tune = pd.read_parquet(tmp_path / f"results/scenarios/concept_drift/tune/{variant}.parquet")
+        chosen = tune[tune["chosen"]].iloc[0]
+        row = summary[summary["variant"] == variant].iloc[0]
+        assert row["settings_from"] == "validation"
+        assert (row["lr"], row["loss"]) == (chosen["lr"], chosen["loss"])
+
+
+# ---------------------------------------------------------------------------------- tuning
+def test_batch_learner_equals_the_reference_learner_per_grid_point():
+    """The sweep's batched learner is the reference learner (and so the C++) for every grid point."""
+    from tinyevo.scenarios.tuning import BatchLearner
+    from tinyevo.tybox.reference import OnDeviceLearner
+
+    rng = np.random.default_rng(0)
+    F, C, n = 24, 5, 60
+    q = rng.integers(-128, 128, size=(n, F), dtype=np.int8)
+    y = rng.integers(0, C, size=n)
+    lrs = [0.003, 0.05, 0.3]
+    Ws = rng.normal(0, 0.1, size=(3, F, C)).astype(np.float32)
+    bs = rng.normal(0, 0.1, size=(3, C)).astype(np.float32)
+    for loss in ("mse_softmax", "cross_entropy"):
+        bl = BatchLearner(Ws, bs, lrs, 0.02, -3, capacity=7, loss=loss)
+        refs = [OnDeviceLearner(Ws[g], bs[g], 0.02, -3, capacity=7, lr=lrs[g], loss=loss) for g in range(3)]
+        for i in range(n):
+            bl.push_and_train(q[i], int(y[i]))
+            for r in refs:
+                r.push_and_train(q[i], int(y[i]))
+        for g, r in enumerate(refs):
+            assert np.array_equal(bl.W[g], r.W) and np.array_equal(bl.b[g], r.b), (loss, g)
+            assert np.array_equal(bl.predict(bl.dequantise(q))[g], r.predict(q))
+        assert not np.array_equal(bl.W[0], Ws[0])  # it did learn
+
+
+def test_reset_new_class_rows_and_grid():
+    from tinyevo.scenarios.tuning import grid, initial_classifier
+
+    sc = scenario_from_config("incremental", _raw(), 10, 0.01)
+    W = np.arange(30, dtype=np.float32).reshape(3, 10)
+    b = np.arange(10, dtype=np.float32)
+    W1, b1 = initial_classifier(W, b, sc, "reset")
+    assert np.array_equal(W1[:, :8], W[:, :8]) and not W1[:, 8:].any()
+    assert b1[8] == b1[9] == pytest.approx(np.mean(range(8))) and np.array_equal(b1[:8], b[:8])
+    assert np.array_equal(initial_classifier(W, b, sc, "keep")[0], W)
+    tune = {"lrs": [0.1, 0.01], "losses": ["mse_softmax", "cross_entropy"], "new_class_init": ["keep", "reset"]}
+    pts = grid(sc, tune)
+    assert len(pts) == 8 and pts[0] == (0.01, "mse_softmax", "keep")  # lrs ascending
+    drift = scenario_from_config("concept_drift", _raw(), 10, 0.01)
+    assert grid(drift, tune, fixed_lr=0.05) == [(0.05, "mse_softmax", "keep"), (0.05, "cross_entropy", "keep")]
+    with pytest.raises(ScenarioError, match=r"scenarios\.tune\.losses' is empty"):
+        grid(drift, {**tune, "losses": []})
+
+
+def test_validation_pool_shares_no_image_with_the_evaluation_pool(data_dir):
+    from tinyevo.scenarios.streams import validation_pool
+
+    for name in ("concept_drift", "incremental", "transfer"):
+        sc = scenario_from_config(name, _raw(), 10, 0.01)
+        ev, va = held_out_pool(data_dir, sc), validation_pool(data_dir, sc)
+        ev_keys = set(zip(ev.source.tolist(), ev.index.tolist()))
+        va_keys = set(zip(va.source.tolist(), va.index.tolist()))
+        assert ev_keys and va_keys and not ev_keys & va_keys, name
+        assert set(va.source.tolist()) == {"train"}
+        if sc.new_classes or sc.fresh_classifier:  # the untrained classes are split between the two
+            untrained = sorted(set(range(10)) - set(sc.trained_classes))
+            assert set(np.unique(ev.y[ev.source == "train"]).tolist()) == set(untrained)
+            assert set(untrained) <= set(np.unique(va.y).tolist())
+
+
+def test_tuning_never_reads_the_evaluation_images(setup, tmp_path):
+    """The sweep on the real data and on a copy whose evaluation pool (val, test and the evaluation
+    half of the untrained classes' training images) is replaced by noise gives the same table;
+    the evaluation run with the chosen settings records them in its curves."""
+    from tinyevo.scenarios.stage import tune_variant
+    from tinyevo.scenarios.streams import validation_half
+    from tinyevo.scenarios.tuning import chosen_settings
+
+    sc = scenario_from_config("incremental", _raw({"stream_length": 40, "eval_size": 20}), 10, 0.01)
+    tune = {"lrs": [0.01, 0.1], "losses": ["mse_softmax", "cross_entropy"], "new_class_init": ["keep", "reset"],
+            "repetitions": 2}
+    kw = dict(tflite=setup["tflite"], tybox_dir=setup["project"], model_path=setup["model"],
+              device={"ram_bytes": setup["M"]}, tybox={"accounting": "total"}, compute_device="cpu")
+    noisy = tmp_path / "data"
+    shutil.copytree(setup["data"], noisy)
+    rng = np.random.default_rng(1)
+    for split in ("val", "test", "train"):
+        x = np.load(noisy / f"{split}_x.npy")
+        keep = validation_half(np.load(noisy / f"{split}_y.npy"), sc) if split == "train" else np.zeros(len(x), bool)
+        x[~keep] = rng.integers(0, 256, size=x[~keep].shape, dtype=np.uint8)
+        np.save(noisy / f"{split}_x.npy", x)
+    for variant in ("tybox", "float"):
+        a = tune_variant(sc, variant, setup["data"], tune, **kw)
+        b = tune_variant(sc, variant, noisy, tune, **kw)
+        pd.testing.assert_frame_equal(a, b)
+        assert len(a) == 8 and a["chosen"].sum() == 1 and a["criterion"].between(0, 1).all()
+        assert a["criterion"].nunique() > 1  # the grid points differ: the sweep measures something
+    st = chosen_settings(a)
+    curves = run_variant(sc, "float", setup["data"], settings=st, **kw)
+    assert (curves["lr"] == st.lr).all() and (curves["loss"] == st.loss).all()
+    assert (curves["new_class_init"] == st.new_class_init).all() and (curves["settings_from"] == "validation").all()
+
+
+def test_harness_initial_weights_are_the_generated_classifier(setup):
+    from tinyevo.tybox import harness
+
+    W, b = harness.initial_weights(setup["project"])
+    info = harness.info(setup["project"])
+    assert np.array_equal(W, setup["W"]) and np.array_equal(b, setup["b"])
+    # one stream step at a real lr moves them; the lr-0 read does not
+    q = np.zeros((1, info["feature_size"]), np.int8)
+    moved = harness.stream(setup["project"], q, np.zeros(1, np.int32), q, np.zeros(1, np.int32), capacity=1,
+                           lr=0.5, features=True)["weights"]
+    assert not np.array_equal(moved[1], b)
+    assert np.array_equal(harness.initial_weights(setup["project"])[1], b)

@@ -45,6 +45,8 @@ def _train_subset(wildcards):
 from tinyevo.scenarios import NET_OF as _SCEN_NET
 from tinyevo.scenarios import SCENARIOS as _SCENARIOS
 
+_SCEN_DATA = f"{RESULTS}/data/{DATASET}"
+
 
 def _scenario_inputs(wildcards):
     net = _SCEN_NET[wildcards.scenario]
@@ -57,6 +59,15 @@ def _scenario_inputs(wildcards):
         d["model"] = f"{RESULTS}/train/{net}/model.pt"
     else:
         d["tybox"] = f"{RESULTS}/tybox/{net}/src"
+    return d
+
+
+def _scenario_run_inputs(wildcards):
+    """The inputs of a scenario_run job: those of its tuning job, plus the tuning table when
+    scenarios.tune.enabled."""
+    d = _scenario_inputs(wildcards)
+    if config["scenarios"]["tune"]["enabled"]:
+        d["tune"] = f"{RESULTS}/scenarios/{wildcards.scenario}/tune/{wildcards.variant}.parquet"
     return d
 
 

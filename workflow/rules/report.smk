@@ -10,6 +10,8 @@ REPORT_TABLES = {
                    "stage normalises its inputs with these values."),
     "data_manifest": ("Data", f"{RESULTS}/data/{DATASET}/manifest.parquet",
                       "One row per image: its index in the split's array, label, split and source id/path."),
+    "data_classes": ("Data", f"{RESULTS}/data/{DATASET}/classes.parquet",
+                     "Images per split and class, and the files skipped as corrupt (dataset.skip_corrupt)."),
     "space_candidates": ("Space", f"{RESULTS}/space/candidates.parquet",
                          "The initial population: architecture string, genes, parameters, MACs per image, peak "
                          "int8 activation SRAM (largest pair of consecutive activations), int8 flash, feature "
@@ -79,8 +81,19 @@ REPORT_TABLES = {
         f"scenario_{s}": ("Scenarios", f"{RESULTS}/scenarios/{s}/summary.parquet",
                           f"{s.replace('_', ' ')}: final accuracy (mean and std over the repetitions) of each "
                           "variant (tybox, tinyol, float), with the accuracy at the start, just before the change "
-                          "point and its lowest point after it.")
+                          "point and its lowest point after it, and the learning settings it ran with (lr, loss, "
+                          "start of the new-class rows; settings_from = validation when the tuning chose them).")
         for s in config["scenarios"]["names"]
+    },
+    **{
+        f"scenario_{s}_tune_{v}": ("Scenarios", f"{RESULTS}/scenarios/{s}/tune/{v}.parquet",
+                                   f"{s.replace('_', ' ')}, learner {v}: the learning-settings sweep on validation "
+                                   "streams of training images (never the evaluation set): per lr, loss and start "
+                                   "of the new-class rows the criterion (mean accuracy after the change point), the "
+                                   "final and new-class accuracy; chosen = the setting of the evaluation run.")
+        for s in config["scenarios"]["names"]
+        for v in config["scenarios"]["variants"]
+        if config["scenarios"]["tune"]["enabled"]
     },
 }
 

@@ -5,27 +5,50 @@
 # writes curves.parquet + summary.parquet; a separate plot rule draws mean +- std per variant.
 
 from tinyevo.scenarios import VARIANTS as _SCEN_VARIANTS
-from tinyevo.scenarios import ScenarioError as _ScenarioError
-from tinyevo.scenarios import check_scenarios as _check_scenarios
 
 SCEN_DIR = f"{RESULTS}/scenarios"
-_SCEN_DATA = f"{RESULTS}/data/{DATASET}"
 SCENARIO_NAMES = list(config["scenarios"]["names"])
 SCENARIO_VARIANTS = list(config["scenarios"]["variants"])
+# Bad scenario settings (change point beyond the stream, class ids the dataset lacks, ...) are
+# caught by the preflight checks of the config (tinyevo.preflight) before any job runs;
+# data-dependent checks (held-out images) fail in the job.
 
-# Bad scenario settings (change point beyond the stream, class ids the dataset lacks, ...) fail
-# here, before any job runs; data-dependent checks (held-out images) fail in the job.
-try:
-    _check_scenarios(config["scenarios"], config["search_space"]["num_classes"], config["tybox"]["lr"],
-                     config["tybox"]["loss"])
-except _ScenarioError as _exc:
-    raise WorkflowError(str(_exc)) from None
+
+rule scenario_tune:
+    """Learning settings of learner {variant} in {scenario}: the scenarios.tune grid on seeded
+    validation streams of training images (disjoint from the evaluation pool)."""
+    input:
+        unpack(_scenario_inputs),
+    output:
+        f"{SCEN_DIR}/{{scenario}}/tune/{{variant}}.parquet",
+    wildcard_constraints:
+        scenario="|".join(_SCENARIOS),
+        variant="|".join(_SCEN_VARIANTS),
+    params:
+        data_dir=_SCEN_DATA,
+        scenarios=_scenario_settings,
+        num_classes=config["search_space"]["num_classes"],
+        tybox=config["tybox"],
+        device=config["device"],
+        compute_device=config["compute"]["device"],
+        torch_threads=1,
+    log:
+        log_of("scenarios", "{scenario}_{variant}_tune"),
+    conda:
+        env("tf")
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    script:
+        "../scripts/scenario_tune.py"
 
 
 rule scenario_run:
-    """All repetitions of {scenario} for learner {variant} -> its accuracy curves."""
+    """All repetitions of {scenario} for learner {variant} -> its accuracy curves (with the
+    settings its scenario_tune job chose, or the config's when scenarios.tune.enabled is false)."""
     input:
-        unpack(_scenario_inputs),
+        unpack(_scenario_run_inputs),
     output:
         f"{SCEN_DIR}/{{scenario}}/runs/{{variant}}.parquet",
     wildcard_constraints:
@@ -38,6 +61,7 @@ rule scenario_run:
         tybox=config["tybox"],
         device=config["device"],
         compute_device=config["compute"]["device"],
+        torch_threads=1,
     log:
         log_of("scenarios", "{scenario}_{variant}"),
     conda:

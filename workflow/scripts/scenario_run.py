@@ -15,11 +15,11 @@ log_header(log, "scenarios", {"scenario": sm.wildcards.scenario, "variant": sm.w
                               "stream_length": sc["stream_length"], "eval_size": sc["eval_size"],
                               "change_point": sc["change_point"], "ram_bytes": sm.params.device["ram_bytes"],
                               "device": sm.params.compute_device})
-set_threads(sm.threads)
+set_threads(sm.params.torch_threads)  # fixed: results do not depend on --cores
 
 from tinyevo.scenarios.stage import run_scenario_job  # noqa: E402
 
 run_scenario_job(sm.wildcards.scenario, sm.wildcards.variant, sm.params.data_dir, sm.output[0],
                  scenarios=sc, num_classes=sm.params.num_classes, tybox=sm.params.tybox, device=sm.params.device,
                  tflite=sm.input.tflite, tybox_dir=sm.input.get("tybox"), model_path=sm.input.get("model"),
-                 compute_device=sm.params.compute_device, log=log)
+                 compute_device=sm.params.compute_device, tune_path=sm.input.get("tune"), log=log)

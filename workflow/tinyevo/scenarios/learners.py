@@ -115,10 +115,30 @@ class HarnessLearner:
                                 f"{tuple(x_norm.shape[1:])}")
         return quantise(x_norm, self.info["input_scale"], self.info["input_zero_point"])
 
-    def run(self, stream_x, stream_y, eval_x, eval_y) -> dict:
+    def features(self, prepared: np.ndarray) -> np.ndarray:
+        """int8 harness input -> the int8 features of the compiled feature extractor."""
+        return self.harness.extract(self.project, prepared)
+
+    def classifier(self) -> tuple[np.ndarray, np.ndarray, float, int]:
+        """(W (F, C), b (C,), feature scale, feature zero point) the on-device learning starts from."""
+        if self.init is not None:
+            W, b = self.init
+        else:
+            W, b = self.harness.initial_weights(self.project, workdir=self.workdir)
+        return W, b, float(self.info["feature_scale"]), int(self.info["feature_zero_point"])
+
+    def run(self, stream_x, stream_y, eval_x, eval_y, settings=None) -> dict:
+        """The evaluation run through the compiled harness with ``settings`` (lr, loss, start of
+        the new-class rows; default the scenario's lr and loss, rows as trained)."""
+        from .tuning import Settings, initial_classifier
+
+        st = settings or Settings(self.scenario.lr, self.scenario.loss)
+        init = self.init
+        if st.new_class_init != "keep" and self.scenario.new_classes:
+            W, b, _, _ = self.classifier()
+            init = initial_classifier(W, b, self.scenario, st.new_class_init)
         res = self.harness.stream(self.project, stream_x, stream_y, eval_x, eval_y, capacity=self.capacity,
-                                  lr=self.scenario.lr, loss=self.scenario.loss, init_weights=self.init,
-                                  workdir=self.workdir)
+                                  lr=st.lr, loss=st.loss, init_weights=init, workdir=self.workdir)
         curve = res["curve"]
         return {"eval_pred": res["eval_pred"].astype(np.int64),
                 "stream_pred": curve["pred"].to_numpy()[1:].astype(np.int64)}
@@ -160,11 +180,21 @@ class FloatLearner:
         F = self.W.shape[0]
         return np.concatenate(outs) if outs else np.zeros((0, F), np.float32)
 
-    def run(self, stream_x, stream_y, eval_x, eval_y) -> dict:
+    def features(self, prepared: np.ndarray) -> np.ndarray:
+        """The float features are the prepared input already."""
+        return prepared
+
+    def classifier(self) -> tuple[np.ndarray, np.ndarray, float, int]:
+        return self.W, self.b, 1.0, 0
+
+    def run(self, stream_x, stream_y, eval_x, eval_y, settings=None) -> dict:
         from tinyevo.tybox.reference import OnDeviceLearner, run_stream
 
-        learner = OnDeviceLearner(self.W, self.b, 1.0, 0, capacity=self.capacity, lr=self.scenario.lr,
-                                  loss=self.scenario.loss)
+        from .tuning import Settings, initial_classifier
+
+        st = settings or Settings(self.scenario.lr, self.scenario.loss)
+        W, b = initial_classifier(self.W, self.b, self.scenario, st.new_class_init)
+        learner = OnDeviceLearner(W, b, 1.0, 0, capacity=self.capacity, lr=st.lr, loss=st.loss)
         res = run_stream(learner, stream_x, stream_y, eval_x, eval_y)
         return {"eval_pred": res["eval_pred"].astype(np.int64),
                 "stream_pred": res["curve"]["pred"].to_numpy()[1:].astype(np.int64)}

@@ -75,10 +75,11 @@ class Scenario:
             out = np.where(y == a, b, np.where(y == b, a, out))
         return out
 
-    def rep_seed(self, rep: int) -> int:
-        """Seed of repetition ``rep``: the same for every variant (they see the same stream)."""
-        ss = np.random.SeedSequence([int(self.seed), SCENARIOS.index(self.name), int(rep)])
-        return int(ss.generate_state(1, np.uint32)[0])
+    def rep_seed(self, rep: int, validation: bool = False) -> int:
+        """Seed of repetition ``rep``: the same for every variant (they see the same stream);
+        ``validation`` streams (the tuning's) get seeds of their own."""
+        key = [int(self.seed), SCENARIOS.index(self.name), int(rep)] + ([1] if validation else [])
+        return int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0])
 
     def settings(self) -> dict:
         return {"scenario": self.name, "net": self.net, "stream_length": self.stream_length,
@@ -118,6 +119,7 @@ def scenario_from_config(name: str, scenarios: Mapping[str, Any], num_classes: i
     if int(sc["repetitions"]) < 1:
         raise ScenarioError(f"config key 'scenarios.repetitions' must be >= 1, got {sc['repetitions']}")
     sub = sc.get(name) or {}
+    loss = sub.get("loss") or loss
     lr = sub.get("lr")
     lr = float(tybox_lr if lr is None else lr)
     if not lr > 0:

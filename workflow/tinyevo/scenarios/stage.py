@@ -20,7 +20,8 @@ import pandas as pd
 
 from .learners import FloatLearner, HarnessLearner, buffer_length, normalised_nhwc
 from .setup import VARIANTS, Scenario, ScenarioError, scenario_from_config
-from .streams import check_pool, draw, held_out_pool
+from .streams import check_pool, draw, held_out_pool, validation_pool
+from .tuning import Settings, chosen_settings, grid, sweep
 
 LOG = logging.getLogger("tinyevo.scenarios")
 CURVE_COLUMNS = ["scenario", "variant", "repetition", "seed", "step", "label", "stream_pred", "accuracy"]
@@ -28,7 +29,7 @@ OLD_NEW = ["acc_old", "acc_new"]
 
 
 def curve_frame(scenario: Scenario, variant: str, rep: int, d, eval_pred: np.ndarray, stream_pred: np.ndarray,
-                capacity: int) -> pd.DataFrame:
+                capacity: int, settings: Settings | None = None) -> pd.DataFrame:
     """Accuracies of one repetition from the per-step evaluation predictions."""
     L, cp = scenario.stream_length, scenario.change_point
     eval_pred = np.asarray(eval_pred)
@@ -51,25 +52,119 @@ def curve_frame(scenario: Scenario, variant: str, rep: int, d, eval_pred: np.nda
     if scenario.name == "incremental":
         df["acc_old"] = correct[:, d.eval_old].mean(axis=1) if d.eval_old.any() else np.nan
         df["acc_new"] = correct[:, d.eval_new].mean(axis=1) if d.eval_new.any() else np.nan
+    st = settings or Settings(scenario.lr, scenario.loss)
     df["capacity"] = np.int64(capacity)
-    df["lr"] = float(scenario.lr)
+    for key, value in st.as_dict().items():
+        df[key] = value
     return df
+
+
+def _learner(scenario: Scenario, variant: str, capacity: int, tmp, *, tybox_dir, model_path, device, tybox,
+             compute_device, log):
+    if variant == "float":
+        return FloatLearner(model_path, scenario, capacity, compute_device)
+    return HarnessLearner(tybox_dir, scenario, capacity, tmp, tybox=tybox, device=device, log=log)
+
+
+def _inputs(learner, pool, draws, data_dir) -> np.ndarray:
+    """The learner's input of every pool image some draw uses (zeros elsewhere)."""
+    from tinyevo.data import load_stats
+
+    used = np.unique(np.concatenate([np.concatenate([d.eval_idx, d.stream_idx]) for d in draws]))
+    x_norm = normalised_nhwc(pool.x[used], *load_stats(data_dir))
+    prepared = learner.prepare(x_norm)
+    inputs = np.zeros((len(pool.y),) + prepared.shape[1:], prepared.dtype)
+    inputs[used] = prepared
+    return inputs
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ScenarioError(f"config key 'scenarios.variants': unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+
+
+def validation_scenario(scenario: Scenario, pool, log: logging.Logger | None = None) -> Scenario:
+    """The scenario the validation streams are drawn for: the configured one, or, when the
+    validation pool holds fewer images of the scenario's classes than ``eval_size +
+    stream_length`` (a small dataset: the untrained classes' training images are split between
+    the validation and the evaluation pool), the same with evaluation set, stream and change
+    point shrunk in proportion, by 5 % steps until every class has enough images for the
+    balanced draws (logged, and recorded in the tuning table)."""
+    import dataclasses
+
+    classes = set(scenario.eval_classes) | set(scenario.pre_classes) | set(scenario.post_classes)
+    n_all = int(np.isin(pool.y, sorted(classes)).sum())
+    need = scenario.eval_size + scenario.stream_length
+    if n_all >= need:
+        return scenario
+    f = n_all / need
+    for _ in range(40):  # shrink until every class has enough images for the balanced draws
+        L = max(2, int(scenario.stream_length * f))
+        small = dataclasses.replace(scenario, stream_length=L, eval_size=max(1, int(scenario.eval_size * f)),
+                                    change_point=min(L - 1, int(scenario.change_point * f)))
+        try:
+            draw(pool, small, 0, validation=True)
+            break
+        except ScenarioError:
+            f *= 0.95
+    (log or LOG).info("validation pool of %d images of the scenario's classes < eval_size + stream_length = %d: "
+                      "validation streams of %d samples (change point %d), evaluation sets of %d", n_all, need,
+                      small.stream_length, small.change_point, small.eval_size)
+    return small
+
+
+def tune_variant(scenario: Scenario, variant: str, data_dir, tune: Mapping[str, Any], *, tflite=None,
+                 tybox_dir=None, model_path=None, device: Mapping[str, Any] | None = None,
+                 tybox: Mapping[str, Any] | None = None, compute_device: str = "auto", fixed_lr: float | None = None,
+                 fixed_loss: str | None = None, log: logging.Logger | None = None) -> pd.DataFrame:
+    """The sweep of ``scenarios.tune`` for ``variant`` on validation streams
+    (:mod:`tinyevo.scenarios.tuning`); returns its table, one row per grid point."""
+    log = log or LOG
+    _check_variant(variant)
+    device, tybox = dict(device or {}), dict(tybox or {})
+    pool = validation_pool(data_dir, scenario)
+    scenario = validation_scenario(scenario, pool, log)
+    try:
+        check_pool(pool, scenario)
+    except ScenarioError as exc:
+        raise ScenarioError(f"validation pool of the tuning (the training split; config key 'scenarios.tune'): "
+                            f"{exc}") from None
+    draws = [draw(pool, scenario, r, validation=True) for r in range(int(tune["repetitions"]))]
+    n_b = buffer_length(tflite, scenario.num_outputs, int(device["ram_bytes"]), tybox.get("accounting", "total"))
+    capacity = 1 if variant == "tinyol" else n_b
+    points = grid(scenario, tune, fixed_lr, fixed_loss)
+    log.info("tuning %s / %s on %d validation streams (pool of %d training images), buffer %d, %d grid points",
+             scenario.name, variant, len(draws), len(pool.y), capacity, len(points))
+    with tempfile.TemporaryDirectory(prefix="tinyevo-tune-") as tmp:
+        learner = _learner(scenario, variant, capacity, tmp, tybox_dir=tybox_dir, model_path=model_path,
+                           device=device, tybox=tybox, compute_device=compute_device, log=log)
+        inputs = _inputs(learner, pool, draws, data_dir)
+        used = np.unique(np.concatenate([np.concatenate([d.eval_idx, d.stream_idx]) for d in draws]))
+        feats = np.zeros((len(pool.y), learner.classifier()[0].shape[0]), np.int8 if variant != "float" else np.float32)
+        feats[used] = learner.features(inputs[used])
+        W, b, scale, zp = learner.classifier()
+    table = sweep(scenario, variant, feats, W, b, scale, zp, capacity, draws, points, log=log)
+    table["stream_length"], table["eval_size"] = scenario.stream_length, scenario.eval_size
+    c = chosen_settings(table)
+    log.info("chosen on the validation streams: lr %g, loss %s, new-class rows %s", c.lr, c.loss, c.new_class_init)
+    return table
 
 
 def run_variant(scenario: Scenario, variant: str, data_dir, *, tflite=None, tybox_dir=None, model_path=None,
                 device: Mapping[str, Any] | None = None, tybox: Mapping[str, Any] | None = None,
-                compute_device: str = "auto", log: logging.Logger | None = None) -> pd.DataFrame:
+                compute_device: str = "auto", settings: Settings | None = None,
+                log: logging.Logger | None = None) -> pd.DataFrame:
     """Every repetition of ``scenario`` for ``variant``; returns the curves (see module doc).
 
     ``tflite`` (the int8 feature extractor) sizes the buffer N_B with the TyBox memory model
     (``device.ram_bytes``, ``tybox.accounting``); ``tybox_dir`` is the generated C++ project
-    (tybox, tinyol); ``model_path`` the trained float model (float)."""
-    from tinyevo.data import load_stats
+    (tybox, tinyol); ``model_path`` the trained float model (float); ``settings`` the learning
+    settings (default: the scenario's lr and loss, classifier rows as trained)."""
     from tinyevo.runtime import progress
 
     log = log or LOG
-    if variant not in VARIANTS:
-        raise ScenarioError(f"config key 'scenarios.variants': unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+    _check_variant(variant)
+    settings = settings or Settings(scenario.lr, scenario.loss)
     device, tybox = dict(device or {}), dict(tybox or {})
     pool = held_out_pool(data_dir, scenario)
     check_pool(pool, scenario)
@@ -77,24 +172,18 @@ def run_variant(scenario: Scenario, variant: str, data_dir, *, tflite=None, tybo
     n_b = buffer_length(tflite, scenario.num_outputs, int(device["ram_bytes"]), tybox.get("accounting", "total"))
     capacity = 1 if variant == "tinyol" else n_b
     log.info("scenario %s, variant %s: net %s, %d repetitions, stream %d (change point %d), eval %d, "
-             "buffer %d (N_B = %d), lr %g, loss %s, pool %d images", scenario.name, variant, scenario.net,
-             scenario.repetitions, scenario.stream_length, scenario.change_point, scenario.eval_size, capacity,
-             n_b, scenario.lr, scenario.loss, len(pool.y))
-    used = np.unique(np.concatenate([np.concatenate([d.eval_idx, d.stream_idx]) for d in draws]))
-    x_norm = np.zeros((len(pool.y),) + pool.x.shape[1:], np.float32)
-    x_norm[used] = normalised_nhwc(pool.x[used], *load_stats(data_dir))
+             "buffer %d (N_B = %d), lr %g, loss %s, new-class rows %s (settings from %s), pool %d images",
+             scenario.name, variant, scenario.net, scenario.repetitions, scenario.stream_length,
+             scenario.change_point, scenario.eval_size, capacity, n_b, settings.lr, settings.loss,
+             settings.new_class_init, settings.source, len(pool.y))
     with tempfile.TemporaryDirectory(prefix="tinyevo-scenario-") as tmp:
-        if variant == "float":
-            learner = FloatLearner(model_path, scenario, capacity, compute_device)
-        else:
-            learner = HarnessLearner(tybox_dir, scenario, capacity, tmp, tybox=tybox, device=device, log=log)
-        prepared = learner.prepare(x_norm[used])
-        inputs = np.zeros((len(pool.y),) + prepared.shape[1:], prepared.dtype)
-        inputs[used] = prepared
+        learner = _learner(scenario, variant, capacity, tmp, tybox_dir=tybox_dir, model_path=model_path,
+                           device=device, tybox=tybox, compute_device=compute_device, log=log)
+        inputs = _inputs(learner, pool, draws, data_dir)
         frames = []
         for r, d in enumerate(progress(draws, desc=f"{scenario.name}/{variant}", unit="rep")):
-            out = learner.run(inputs[d.stream_idx], d.stream_targets, inputs[d.eval_idx], d.eval_pre)
-            f = curve_frame(scenario, variant, r, d, out["eval_pred"], out["stream_pred"], capacity)
+            out = learner.run(inputs[d.stream_idx], d.stream_targets, inputs[d.eval_idx], d.eval_pre, settings)
+            f = curve_frame(scenario, variant, r, d, out["eval_pred"], out["stream_pred"], capacity, settings)
             log.info("repetition %d (seed %d): accuracy %.3f at step 0, %.3f at the change point, %.3f final",
                      r, d.seed, f["accuracy"].iloc[0], f["accuracy"].iloc[scenario.change_point],
                      f["accuracy"].iloc[-1])
@@ -104,15 +193,43 @@ def run_variant(scenario: Scenario, variant: str, data_dir, *, tflite=None, tybo
 
 def run_scenario_job(name: str, variant: str, data_dir, out_path, *, scenarios: Mapping[str, Any],
                      num_classes: int, tybox: Mapping[str, Any], device: Mapping[str, Any], tflite,
-                     tybox_dir=None, model_path=None, compute_device: str = "auto",
+                     tybox_dir=None, model_path=None, compute_device: str = "auto", tune_path=None,
                      log: logging.Logger | None = None) -> pd.DataFrame:
-    """The rule's entry point: build the scenario from the config sections, run the variant,
-    write its curves atomically."""
+    """The rule's entry point: build the scenario from the config sections, run the variant with
+    the settings chosen by the tuning (``tune_path``; None: the config's lr and loss), write its
+    curves atomically."""
     from tinyevo.io import write_parquet
 
     sc = scenario_from_config(name, scenarios, num_classes, tybox["lr"], tybox.get("loss", "mse_softmax"))
+    settings = None
+    if tune_path is not None:
+        from tinyevo.io import read_parquet
+
+        settings = chosen_settings(read_parquet(tune_path, "scenario tuning table"))
     df = run_variant(sc, variant, data_dir, tflite=tflite, tybox_dir=tybox_dir, model_path=model_path,
-                     device=device, tybox=tybox, compute_device=compute_device, log=log)
+                     device=device, tybox=tybox, compute_device=compute_device, settings=settings, log=log)
+    write_parquet(df, out_path)
+    return df
+
+
+def fixed_settings(name: str, scenarios: Mapping[str, Any], tybox: Mapping[str, Any]) -> tuple:
+    """(lr, loss) the config fixes for the tuning of ``name``: ``scenarios.<name>.lr`` and
+    ``scenarios.<name>.loss`` when set (None = swept)."""
+    sub = scenarios.get(name) or {}
+    return sub.get("lr"), sub.get("loss")
+
+
+def run_tune_job(name: str, variant: str, data_dir, out_path, *, scenarios: Mapping[str, Any], num_classes: int,
+                 tybox: Mapping[str, Any], device: Mapping[str, Any], tflite, tybox_dir=None, model_path=None,
+                 compute_device: str = "auto", log: logging.Logger | None = None) -> pd.DataFrame:
+    """The tuning rule's entry point: the sweep table of (scenario, variant), written atomically."""
+    from tinyevo.io import write_parquet
+
+    sc = scenario_from_config(name, scenarios, num_classes, tybox["lr"], tybox.get("loss", "mse_softmax"))
+    lr, loss = fixed_settings(name, scenarios, tybox)
+    df = tune_variant(sc, variant, data_dir, scenarios["tune"], tflite=tflite, tybox_dir=tybox_dir,
+                      model_path=model_path, device=device, tybox=tybox, compute_device=compute_device,
+                      fixed_lr=lr, fixed_loss=loss, log=log)
     write_parquet(df, out_path)
     return df
 
@@ -134,6 +251,7 @@ def summarise(curves: pd.DataFrame, change_point: int) -> pd.DataFrame:
         row = {"scenario": g["scenario"].iloc[0], "variant": variant,
                "repetitions": int(g["repetition"].nunique()), "stream_length": int(g["step"].max()),
                "capacity": int(g["capacity"].iloc[0]), "lr": float(g["lr"].iloc[0]),
+               **{k: str(g[k].iloc[0]) for k in ("loss", "new_class_init", "settings_from") if k in g.columns},
                "final_mean": float(last["accuracy"].mean()), "final_std": _std(last["accuracy"]),
                "start_mean": float(g[g["step"] == 0]["accuracy"].mean()),
                "change_mean": float(at_cp["accuracy"].mean()) if len(at_cp) else float("nan"),

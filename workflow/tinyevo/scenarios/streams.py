@@ -1,8 +1,11 @@
 """Streams and evaluation sets of a scenario, drawn from data the feature extractor never saw.
 
-The pool is the val + test splits plus the training images of classes the net was not trained on
-(``Scenario.trained_classes``: the new classes of ``incremental``, the target classes of
-``transfer``). Per repetition, with its own seed: a class-balanced evaluation set of
+The evaluation pool is the val + test splits plus one half of the training images of classes the
+net was not trained on (``Scenario.trained_classes``: the new classes of ``incremental``, the
+target classes of ``transfer``); the other half, drawn per class with the scenario's seed, goes to
+the *validation* pool together with the training images of the trained classes. Learning
+settings (lr, loss, the start of new-class rows) are chosen on streams of the validation pool
+(:mod:`tinyevo.scenarios.tuning`), which shares no image with the evaluation pool. Per repetition, with its own seed: a class-balanced evaluation set of
 ``eval_size`` images of ``eval_classes``, then, from what is left, a class-balanced stream
 segment of ``change_point`` images of ``pre_classes`` and one of ``stream_length - change_point``
 images of ``post_classes`` (each segment shuffled). Balanced = the counts of two classes differ
@@ -23,28 +26,60 @@ class Pool:
     x: np.ndarray  # uint8 NHWC
     y: np.ndarray  # int64 dataset labels
     source: np.ndarray  # split each image came from
+    index: np.ndarray | None = None  # position of each image in its split
 
 
-def held_out_pool(data_dir, scenario: Scenario) -> Pool:
-    """val + test + the training images of classes outside ``scenario.trained_classes``."""
+def validation_half(y_train: np.ndarray, scenario: Scenario) -> np.ndarray:
+    """Mask over the training split: the images that belong to the validation pool.
+
+    Every image of a trained class, and for every class outside ``scenario.trained_classes`` a
+    seeded half of its images (``floor(n / 2)``, drawn with the scenario's seed and the class id).
+    The other half of the untrained classes belongs to the evaluation pool."""
+    y_train = np.asarray(y_train, np.int64)
+    mask = np.isin(y_train, np.asarray(scenario.trained_classes, np.int64))
+    for c in np.unique(y_train[~mask]):
+        idx = np.flatnonzero(y_train == c)
+        rng = np.random.default_rng(np.random.SeedSequence([int(scenario.seed), 7919, int(c)]))
+        mask[rng.choice(idx, size=len(idx) // 2, replace=False)] = True
+    return mask
+
+
+def _pool(data_dir, scenario: Scenario, parts) -> Pool:
+    """Concatenate ``(split, keep-mask-function or None)`` parts of the dataset into a pool."""
     from tinyevo.data import load_split
 
-    xs, ys, src = [], [], []
-    for split in ("val", "test", "train"):
+    xs, ys, src, pos = [], [], [], []
+    for split, keep_of in parts:
         x, y = load_split(data_dir, split)
-        if split == "train":
-            keep = np.flatnonzero(~np.isin(y, np.asarray(scenario.trained_classes, dtype=y.dtype)))
-            if len(keep) == 0:
-                continue
-            x, y = np.asarray(x[keep]), y[keep]
-        xs.append(np.asarray(x))
-        ys.append(np.asarray(y, np.int64))
-        src.append(np.full(len(y), split))
+        y = np.asarray(y, np.int64)
+        keep = np.arange(len(y)) if keep_of is None else np.flatnonzero(keep_of(y))
+        if len(keep) == 0:
+            continue
+        xs.append(np.asarray(x[keep]))
+        ys.append(y[keep])
+        src.append(np.full(len(keep), split))
+        pos.append(keep.astype(np.int64))
     x = np.concatenate(xs) if xs else np.zeros((0, 1, 1, 1), np.uint8)
     y = np.concatenate(ys) if ys else np.zeros(0, np.int64)
     if len(y) and int(y.max()) >= scenario.num_classes:
         raise ScenarioError(f"{data_dir}: label {int(y.max())} outside the configured {scenario.num_classes} classes")
-    return Pool(x, y, np.concatenate(src) if src else np.zeros(0, "<U5"))
+    return Pool(x, y, np.concatenate(src) if src else np.zeros(0, "<U5"),
+                np.concatenate(pos) if pos else np.zeros(0, np.int64))
+
+
+def held_out_pool(data_dir, scenario: Scenario) -> Pool:
+    """The evaluation pool: val + test + the evaluation half of the training images of classes
+    outside ``scenario.trained_classes`` (:func:`validation_half`)."""
+    return _pool(data_dir, scenario, [("val", None), ("test", None),
+                                      ("train", lambda y: ~validation_half(y, scenario))])
+
+
+def validation_pool(data_dir, scenario: Scenario) -> Pool:
+    """The validation pool: the training split's images of :func:`validation_half` (disjoint from
+    :func:`held_out_pool`). The trained classes' images were seen by the feature extractor, so
+    their features are cleaner than the evaluation pool's; the tuning criterion is therefore the
+    speed of adaptation after the change point, not only the final level."""
+    return _pool(data_dir, scenario, [("train", lambda y: validation_half(y, scenario))])
 
 
 def check_pool(pool: Pool, scenario: Scenario) -> None:
@@ -107,8 +142,9 @@ class Draw:
     eval_new: np.ndarray        # mask: eval sample of a new class
 
 
-def draw(pool: Pool, scenario: Scenario, rep: int) -> Draw:
-    seed = scenario.rep_seed(rep)
+def draw(pool: Pool, scenario: Scenario, rep: int, validation: bool = False) -> Draw:
+    """Repetition ``rep``: evaluation set and stream (``validation``: a tuning stream, own seeds)."""
+    seed = scenario.rep_seed(rep, validation)
     rng = np.random.default_rng(seed)
     free = np.ones(len(pool.y), bool)
     eval_idx = _take(pool.y, free, scenario.eval_classes, scenario.eval_size, rng, "evaluation set",

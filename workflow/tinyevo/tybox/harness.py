@@ -60,6 +60,18 @@ def extract(src_dir, images: np.ndarray) -> np.ndarray:
         return np.frombuffer(o.read_bytes(), np.int8).reshape(-1, meta["feature_size"]).copy()
 
 
+def initial_weights(src_dir, workdir=None) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier (W (F, C), b (C,)) of the generated library before any on-device step: a
+    ``harness stream`` of one sample at learning rate 0 (every update is lr * delta = 0) returns
+    it unchanged through ``--weights-out``."""
+    meta = info(src_dir)
+    F = int(meta["feature_size"])
+    one = np.zeros((1, F), np.int8)
+    res = stream(src_dir, one, np.zeros(1, np.int32), one, np.zeros(1, np.int32), capacity=1, lr=0.0,
+                 features=True, workdir=workdir)
+    return res["weights"]
+
+
 def stream(src_dir, stream_x, stream_y, eval_x, eval_y, *, capacity: int | None = None,
            lr: float | None = None, loss: str | None = None, features: bool = False,
            init_weights: tuple | None = None, workdir=None) -> dict:

@@ -1,0 +1,213 @@
+"""Learning settings of a scenario chosen on validation streams, never on the evaluation set.
+
+Per (scenario, variant) every point of the grid ``scenarios.tune`` -- learning rate x loss x (for
+``incremental``) the start of the classifier rows of the new classes -- runs the on-device
+learning rule on ``repetitions`` seeded validation streams drawn from the validation pool
+(:func:`tinyevo.scenarios.streams.validation_pool`: training images, disjoint from every image
+the evaluation streams and sets are drawn from). The criterion is the mean accuracy on the
+validation evaluation set over the steps after the change point (the whole stream for
+``transfer``): it rewards a learner that adapts quickly as well as one that ends high. The best
+point (ties: the earlier grid point, lrs ascending) is the setting of the evaluation run.
+
+The learning rule is :class:`tinyevo.tybox.reference.OnDeviceLearner`, which is step for step the
+generated C++ (the harness tests hold them equal): ``tybox`` / ``tinyol`` run it on the int8
+features the compiled feature extractor computes (``harness extract``), with the deployed
+classifier and the feature scale / zero point of the generated library; ``float`` on the float
+features of the trained model. The grid points of one loss share every Python step
+(:class:`BatchLearner`), so a sweep of 5 x 2 x 2 points x 3 repetitions takes seconds.
+
+New-class rows (``new_class_init``):
+
+- ``keep``: the classifier rows as trained. Rows of classes the training split never showed are
+  pushed to a large negative logit, so the softmax gives the true class of a new sample a
+  probability near 0; with ``mse_softmax`` the gradient of that output, ``y_k (e_k - y.e)``, is
+  then near 0 as well and the row hardly moves.
+- ``reset``: weights of those rows 0 and their biases the mean bias of the trained classes, so a
+  new class starts as an even competitor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .setup import Scenario, ScenarioError
+
+LOG = logging.getLogger("tinyevo.scenarios")
+INITS = ("keep", "reset")
+TUNE_COLUMNS = ["scenario", "variant", "lr", "loss", "new_class_init", "repetitions", "criterion", "final_mean",
+                "new_mean", "chosen"]  # tune_variant adds the validation streams' stream_length and eval_size
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The learning settings of one evaluation run."""
+    lr: float
+    loss: str
+    new_class_init: str = "keep"
+    source: str = "config"  # "config" (tuning off or nothing to tune) or "validation"
+
+    def as_dict(self) -> dict:
+        return {"lr": float(self.lr), "loss": self.loss, "new_class_init": self.new_class_init,
+                "settings_from": self.source}
+
+
+def grid(scenario: Scenario, tune: Mapping[str, Any], fixed_lr: float | None = None,
+         fixed_loss: str | None = None) -> list[tuple[float, str, str]]:
+    """The (lr, loss, new_class_init) points of the sweep, in order (lrs ascending). A fixed lr
+    (``scenarios.<name>.lr``) or loss replaces its list; ``new_class_init`` is swept only where
+    the scenario has new classes."""
+    lrs = [float(fixed_lr)] if fixed_lr is not None else sorted(float(v) for v in tune["lrs"])
+    losses = [fixed_loss] if fixed_loss is not None else list(tune["losses"])
+    inits = list(tune["new_class_init"]) if scenario.new_classes else ["keep"]
+    for key, vals in (("lrs", lrs), ("losses", losses), ("new_class_init", inits)):
+        if not vals:
+            raise ScenarioError(f"config key 'scenarios.tune.{key}' is empty")
+    bad = [i for i in inits if i not in INITS]
+    if bad:
+        raise ScenarioError(f"config key 'scenarios.tune.new_class_init': unknown value(s) {bad}; expected {list(INITS)}")
+    return list(itertools.product(lrs, losses, inits))
+
+
+def initial_classifier(W: np.ndarray, b: np.ndarray, scenario: Scenario, init: str) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier the on-device learning starts from (see the module doc for ``init``)."""
+    W, b = np.array(W, np.float32), np.array(b, np.float32)
+    if init == "keep" or not scenario.new_classes:
+        return W, b
+    if init != "reset":
+        raise ScenarioError(f"unknown new_class_init {init!r}; expected one of {list(INITS)}")
+    new = [scenario.label_map.get(c, c) for c in scenario.new_classes]
+    old = [scenario.label_map.get(c, c) for c in scenario.old_classes]
+    W[:, new] = 0.0
+    b[new] = np.float32(b[old].mean()) if old else np.float32(0.0)
+    return W, b
+
+
+def criterion(curve_acc: np.ndarray, scenario: Scenario) -> float:
+    """Mean evaluation accuracy over the steps after the change point (all steps >= 1 for
+    transfer); ``curve_acc[s]`` is the accuracy after stream sample s (s = 0: before any)."""
+    start = scenario.change_point + 1 if scenario.has_change else 1
+    return float(np.mean(curve_acc[start:]))
+
+
+class BatchLearner:
+    """:class:`tinyevo.tybox.reference.OnDeviceLearner` for G classifiers at once that see the
+    same stream (the grid points of one loss): same FIFO buffer, one pass of batch-1 SGD over it
+    per new sample, each classifier with its own learning rate and start. One Python step serves
+    every grid point; the float32 arithmetic is the reference's, so the weights agree with it to
+    rounding (a test holds them within 1e-5)."""
+
+    def __init__(self, W, b, lrs, scale: float, zero_point: int, capacity: int, loss: str):
+        from tinyevo.tybox.reference import LOSSES
+
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.W = np.array(W, np.float32)  # (G, F, C)
+        self.b = np.array(b, np.float32)  # (G, C)
+        self.lr = np.asarray(lrs, np.float32)[:, None]
+        self.G, self.F, self.C = self.W.shape
+        self.scale, self.zp = np.float32(scale), int(zero_point)
+        self.capacity, self.loss = int(capacity), loss
+        self.buf_x = np.zeros((self.capacity, self.F), np.float32)
+        self.buf_y = np.zeros(self.capacity, np.int64)
+        self.head = self.count = 0
+
+    def dequantise(self, q) -> np.ndarray:
+        q = np.asarray(q)
+        if q.dtype == np.int8:
+            return ((q.astype(np.int32) - self.zp).astype(np.float32) * self.scale).astype(np.float32)
+        return q.astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(N, F) dequantised features -> (G, N) predicted classes."""
+        from tinyevo.tybox.reference import softmax
+
+        return softmax((np.matmul(x[None], self.W) + self.b[:, None, :]).astype(np.float32)).argmax(axis=2)
+
+    def _step(self, x: np.ndarray, label: int) -> None:
+        from tinyevo.tybox.reference import softmax
+
+        y = softmax((np.matmul(x[None, None, :], self.W)[:, 0, :] + self.b).astype(np.float32))
+        e = -y
+        e[:, label] += np.float32(1.0)
+        if self.loss == "mse_softmax":
+            s = np.array([[np.dot(y[g], e[g])] for g in range(self.G)], np.float32)
+            delta = y * (e - s)
+        else:
+            delta = e
+        delta = (delta * self.lr).astype(np.float32)
+        self.W += x[None, :, None] * delta[:, None, :]
+        self.b += delta
+
+    def push_and_train(self, q, label: int) -> None:
+        self.buf_x[self.head] = self.dequantise(q)
+        self.buf_y[self.head] = int(label)
+        self.head = (self.head + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
+        for i in range(self.count):
+            idx = (self.head - self.count + i) % self.capacity
+            self._step(self.buf_x[idx], int(self.buf_y[idx]))
+
+
+def run_validation(feats: np.ndarray, W, b, scale: float, zero_point: int, capacity: int, scenario: Scenario,
+                   draws: Sequence, points: Sequence[tuple[float, str, str]]) -> list[dict]:
+    """Every grid point over the validation draws (one :class:`BatchLearner` per loss and draw):
+    per point the criterion, the final accuracy and the final new-class accuracy, means over the
+    draws."""
+    steps = np.arange(scenario.stream_length + 1)
+    drifted = (steps > scenario.change_point)[:, None] if scenario.has_change else np.zeros((len(steps), 1), bool)
+    out: dict[int, dict[str, list]] = {i: {"criterion": [], "final_mean": [], "new_mean": []} for i in range(len(points))}
+    for loss in dict.fromkeys(p[1] for p in points):
+        idx = [i for i, p in enumerate(points) if p[1] == loss]
+        starts = [initial_classifier(W, b, scenario, points[i][2]) for i in idx]
+        for d in draws:
+            bl = BatchLearner(np.stack([w for w, _ in starts]), np.stack([v for _, v in starts]),
+                              [points[i][0] for i in idx], scale, zero_point, capacity, loss)
+            ex = bl.dequantise(feats[d.eval_idx])
+            preds = [bl.predict(ex)]
+            for q, lab in zip(feats[d.stream_idx], d.stream_targets):
+                bl.push_and_train(q, int(lab))
+                preds.append(bl.predict(ex))
+            pred = np.stack(preds, axis=1)  # (G, steps, N)
+            targets = np.where(drifted, d.eval_post[None, :], d.eval_pre[None, :])
+            correct = pred == targets[None]
+            for g, i in enumerate(idx):
+                acc = correct[g].mean(axis=1)
+                out[i]["criterion"].append(criterion(acc, scenario))
+                out[i]["final_mean"].append(float(acc[-1]))
+                out[i]["new_mean"].append(float(correct[g, -1, d.eval_new].mean()) if d.eval_new.any() else np.nan)
+    return [{k: float(np.mean(v)) if scenario.new_classes or k != "new_mean" else np.nan for k, v in out[i].items()}
+            for i in range(len(points))]
+
+
+def sweep(scenario: Scenario, variant: str, feats: np.ndarray, W, b, scale: float, zero_point: int, capacity: int,
+          draws: Sequence, points: Sequence[tuple[float, str, str]],
+          log: logging.Logger | None = None) -> pd.DataFrame:
+    """Every grid point on the validation draws; the best criterion is ``chosen`` (ties: the
+    earlier point)."""
+    log = log or LOG
+    res = run_validation(feats, W, b, scale, zero_point, capacity, scenario, draws, points)
+    rows = []
+    for (lr, loss, init), r in zip(points, res):
+        rows.append({"scenario": scenario.name, "variant": variant, "lr": float(lr), "loss": loss,
+                     "new_class_init": init, "repetitions": len(draws), **r})
+        log.info("  lr %-7g loss %-13s init %-5s criterion %.4f final %.4f new %.4f", lr, loss, init,
+                 r["criterion"], r["final_mean"], r["new_mean"])
+    df = pd.DataFrame(rows)
+    best = int(np.argmax(df["criterion"].to_numpy()))  # argmax returns the first maximum
+    df["chosen"] = np.arange(len(df)) == best
+    return df[TUNE_COLUMNS]
+
+
+def chosen_settings(table: pd.DataFrame) -> Settings:
+    """The chosen row of a sweep table."""
+    row = table[table["chosen"]]
+    if len(row) != 1:
+        raise ValueError(f"a tuning table needs exactly one chosen row, it has {len(row)}")
+    r = row.iloc[0]
+    return Settings(float(r["lr"]), str(r["loss"]), str(r["new_class_init"]), "validation")
