@@ -235,3 +235,12 @@ def test_enumerate_stage_via_snakemake(tmp_path, make_config, snakemake_run):
     log = (tmp_path / "results/logs/space/enumerate.log").read_text()
     assert f"{int(df['feasible'].sum())} feasible" in log
     assert proc.returncode == 0
+
+
+def test_decode_error_of_a_huge_string_is_short():
+    """A 1 MB string is named by its start and length, not quoted whole."""
+    huge = "r" * 1_000_000
+    with pytest.raises(ValueError) as exc:
+        SPACE.decode(huge)
+    msg = str(exc.value)
+    assert len(msg) < 300 and "1000000 characters" in msg and f"expected {SPACE.string_length}" in msg

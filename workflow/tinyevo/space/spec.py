@@ -215,8 +215,9 @@ class SearchSpace:
         if not isinstance(arch, str):
             raise ValueError(f"architecture string must be a str, got {type(arch).__name__}")
         if len(arch) != self.string_length:
+            shown = repr(arch) if len(arch) <= 80 else f"{arch[:60]!r}... ({len(arch)} characters)"
             raise ValueError(
-                f"architecture string {arch!r} has length {len(arch)}, expected {self.string_length} "
+                f"architecture string {shown} has length {len(arch)}, expected {self.string_length} "
                 f"({self.n_stages} groups of {self.group_width} characters joined by '-')"
             )
         values: dict[str, list[int]] = {g: [] for g in GENES}
