@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -395,3 +396,37 @@ def test_harness_initial_weights_are_the_generated_classifier(setup):
                            lr=0.5, features=True)["weights"]
     assert not np.array_equal(moved[1], b)
     assert np.array_equal(harness.initial_weights(setup["project"])[1], b)
+
+
+# ------------------------------------------------------------- defaults from the class count
+def test_scenario_defaults_follow_the_class_count():
+    from tinyevo.scenarios.setup import fill_defaults
+
+    ten = fill_defaults({"concept_drift": {}, "incremental": {}, "transfer": {}}, 10)
+    assert ten["names"] == ["concept_drift", "incremental", "transfer"]
+    assert ten["concept_drift"]["swap"] == [4, 6]
+    assert ten["incremental"] == {"new_classes": [8, 9], "base_classes": list(range(8))}
+    assert ten["transfer"] == {"source_classes": [0, 1, 2, 3, 4], "target_classes": [5, 6, 7, 8, 9]}
+    three = fill_defaults({}, 3)
+    assert three["names"] == ["concept_drift", "incremental"]  # transfer needs 2 + 2 classes
+    assert three["concept_drift"]["swap"] == [1, 2]
+    assert three["incremental"] == {"new_classes": [2], "base_classes": [0, 1]}
+    assert fill_defaults({}, 2)["names"] == ["concept_drift"]
+    # a list the user set is kept, its complement fills the other
+    mine = fill_defaults({"names": ["incremental"], "incremental": {"base_classes": [1, 2, 3]}}, 5)
+    assert mine["names"] == ["incremental"] and mine["incremental"]["new_classes"] == [0, 4]
+
+
+def test_shipped_imagefolder_config_plans_on_a_three_class_tree(tmp_path):
+    """config/imagefolder.yaml without overrides on a small 3-class tree: the scenario defaults
+    fit the class count, so the whole DAG plans (snakemake -n)."""
+    from fixtures_data import make_imagefolder
+
+    from conftest import REPO
+
+    make_imagefolder(tmp_path / "data" / "my_images", per_class=6)  # 3 classes
+    proc = run_snakemake(tmp_path, REPO / "config" / "imagefolder.yaml", extra=["-n", "--quiet", "rules"])
+    assert proc.returncode == 0
+    out = proc.stdout + proc.stderr
+    assert re.search(r"^scenario_run\s+6$", out, re.M), out[-3000:]  # 2 scenarios x 3 learners
+    assert re.search(r"^train\s+3$", out, re.M), out[-3000:]  # C, NC, C-inc (no transfer branch)

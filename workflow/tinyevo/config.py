@@ -420,6 +420,10 @@ def _resolve_derived(cfg: dict, origins: Origins | None = None, workdir: str | o
         errors.append(origins.line(["dataset.val_fraction", "dataset.test_fraction"],
                                    f"their sum must be < 1, got {ds['val_fraction']} + {ds['test_fraction']}"))
     sc = cfg["scenarios"]
+    if isinstance(ss["num_classes"], int):
+        from tinyevo.scenarios.setup import fill_defaults
+
+        fill_defaults(sc, ss["num_classes"])
     if sc["change_point"] >= sc["stream_length"]:
         errors.append(origins.line(["scenarios.change_point", "scenarios.stream_length"],
                                    f"the change point ({sc['change_point']}) must be smaller than the stream "

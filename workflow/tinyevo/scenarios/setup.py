@@ -30,6 +30,40 @@ VARIANTS = ("tybox", "tinyol", "float")
 NET_OF = {"concept_drift": "C", "incremental": "C-inc", "transfer": "C-src"}
 
 
+#: the fewest dataset classes each scenario can run with (incremental: >= 2 base + 1 new class;
+#: transfer: >= 2 source and >= 2 target classes)
+MIN_CLASSES = {"concept_drift": 2, "incremental": 3, "transfer": 4}
+
+
+def fill_defaults(section: dict, num_classes: int) -> dict:
+    """Fill the scenario keys left ``null`` from the dataset's class count (in place; returns the
+    section): ``names`` = every scenario with at least :data:`MIN_CLASSES` classes;
+    ``concept_drift.swap`` = [4, 6] (the thesis's digits pair) with >= 7 classes, else the last
+    two; ``incremental.new_classes`` = the last ``max(1, n // 5)`` classes and ``base_classes`` the
+    others; ``transfer.source_classes`` = the first ``n // 2`` and ``target_classes`` the others.
+    With 10 classes these are the thesis's settings ([4, 6]; 0-7 + [8, 9]; 0-4 -> 5-9)."""
+    n = int(num_classes)
+    if section.get("names") is None:
+        section["names"] = [s for s in SCENARIOS if n >= MIN_CLASSES[s]]
+    drift = section.setdefault("concept_drift", {})
+    if drift.get("swap") is None and n >= 2:
+        drift["swap"] = [4, 6] if n >= 7 else [n - 2, n - 1]
+    inc = section.setdefault("incremental", {})
+    n_new = max(1, n // 5)
+    if inc.get("new_classes") is None:
+        inc["new_classes"] = list(range(n - n_new, n)) if inc.get("base_classes") is None else \
+            [c for c in range(n) if c not in set(inc["base_classes"])]
+    if inc.get("base_classes") is None:
+        inc["base_classes"] = [c for c in range(n) if c not in set(inc["new_classes"])]
+    tr = section.setdefault("transfer", {})
+    if tr.get("source_classes") is None:
+        tr["source_classes"] = list(range(n // 2)) if tr.get("target_classes") is None else \
+            [c for c in range(n) if c not in set(tr["target_classes"])]
+    if tr.get("target_classes") is None:
+        tr["target_classes"] = [c for c in range(n) if c not in set(tr["source_classes"])]
+    return section
+
+
 class ScenarioError(ValueError):
     """A scenario configuration that cannot be run (the message names the config key)."""
 
