@@ -118,10 +118,9 @@ class BatchLearner:
         self.head = self.count = 0
 
     def dequantise(self, q) -> np.ndarray:
-        q = np.asarray(q)
-        if q.dtype == np.int8:
-            return ((q.astype(np.int32) - self.zp).astype(np.float32) * self.scale).astype(np.float32)
-        return q.astype(np.float32)
+        from tinyevo.tybox.reference import dequantise
+
+        return dequantise(q, self.scale, self.zp)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(N, F) dequantised features -> (G, N) predicted classes."""

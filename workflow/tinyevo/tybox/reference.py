@@ -17,6 +17,14 @@ import numpy as np
 LOSSES = ("mse_softmax", "cross_entropy")
 
 
+def dequantise(q, scale, zero_point: int) -> np.ndarray:
+    """int8 features -> float32 ``(q - zero_point) * scale``; float input is returned as float32."""
+    q = np.asarray(q)
+    if q.dtype == np.int8:
+        return ((q.astype(np.int32) - int(zero_point)).astype(np.float32) * np.float32(scale)).astype(np.float32)
+    return q.astype(np.float32)
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z).astype(np.float32)
@@ -44,10 +52,7 @@ class OnDeviceLearner:
         self.count = 0
 
     def dequantise(self, q) -> np.ndarray:
-        q = np.asarray(q)
-        if q.dtype == np.int8:
-            return ((q.astype(np.int32) - self.zp).astype(np.float32) * self.scale).astype(np.float32)
-        return q.astype(np.float32)
+        return dequantise(q, self.scale, self.zp)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return softmax((x @ self.W + self.b).astype(np.float32))
