@@ -36,6 +36,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from tinyevo.tybox.reference import OnDeviceLearner
+
 from .setup import Scenario, ScenarioError
 
 LOG = logging.getLogger("tinyevo.scenarios")
@@ -95,12 +97,13 @@ def criterion(curve_acc: np.ndarray, scenario: Scenario) -> float:
     return float(np.mean(curve_acc[start:]))
 
 
-class BatchLearner:
+class BatchLearner(OnDeviceLearner):
     """:class:`tinyevo.tybox.reference.OnDeviceLearner` for G classifiers at once that see the
     same stream (the grid points of one loss): same FIFO buffer, one pass of batch-1 SGD over it
     per new sample, each classifier with its own learning rate and start. One Python step serves
-    every grid point; the float32 arithmetic is the reference's, so the weights agree with it to
-    rounding (a test holds them within 1e-5)."""
+    every grid point; the float32 arithmetic is the reference's, operation for operation, so the
+    weights are bit-identical to it (a test holds them equal). The buffer, ``dequantise`` and ``push_and_train`` are
+    the reference's own; ``predict`` takes dequantised features and returns (G, N) classes."""
 
     def __init__(self, W, b, lrs, scale: float, zero_point: int, capacity: int, loss: str):
         from tinyevo.tybox.reference import LOSSES
@@ -116,11 +119,6 @@ class BatchLearner:
         self.buf_x = np.zeros((self.capacity, self.F), np.float32)
         self.buf_y = np.zeros(self.capacity, np.int64)
         self.head = self.count = 0
-
-    def dequantise(self, q) -> np.ndarray:
-        from tinyevo.tybox.reference import dequantise
-
-        return dequantise(q, self.scale, self.zp)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(N, F) dequantised features -> (G, N) predicted classes."""
@@ -142,15 +140,6 @@ class BatchLearner:
         delta = (delta * self.lr).astype(np.float32)
         self.W += x[None, :, None] * delta[:, None, :]
         self.b += delta
-
-    def push_and_train(self, q, label: int) -> None:
-        self.buf_x[self.head] = self.dequantise(q)
-        self.buf_y[self.head] = int(label)
-        self.head = (self.head + 1) % self.capacity
-        self.count = min(self.count + 1, self.capacity)
-        for i in range(self.count):
-            idx = (self.head - self.count + i) % self.capacity
-            self._step(self.buf_x[idx], int(self.buf_y[idx]))
 
 
 def run_validation(feats: np.ndarray, W, b, scale: float, zero_point: int, capacity: int, scenario: Scenario,
