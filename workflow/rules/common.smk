@@ -14,6 +14,12 @@ def log_of(stage, name="main"):
     return f"{RESULTS}/logs/{stage}/{name}.log"
 
 
+def bench_of(stage, name="main"):
+    """Snakemake's benchmark file of a job (wall and CPU seconds, peak memory): the stage-time
+    table of the report and the README is made from these."""
+    return f"{RESULTS}/benchmarks/{stage}/{name}.tsv"
+
+
 # ---- training (train.smk) ----------------------------------------------------------------------
 from tinyevo.train.classes import class_subset as _class_subset
 

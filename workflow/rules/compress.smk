@@ -32,6 +32,8 @@ rule compress:
         torch_threads=config["compress"]["threads"],
     log:
         log_of("compress", "{net}"),
+    benchmark:
+        bench_of("compress", "{net}"),
     conda:
         env("tf")
     threads: config["compress"]["threads"]
@@ -58,6 +60,8 @@ rule compress_plot:
         dpi=config["report"]["dpi"],
     log:
         log_of("compress", "plot_{net}"),
+    benchmark:
+        bench_of("compress", "plot_{net}"),
     conda:
         env("core")
     threads: 1

@@ -13,6 +13,8 @@ rule resolved_config:
         text=dump_yaml(_RESOLVED_DOC),
     log:
         log_of("config"),
+    benchmark:
+        bench_of("config"),
     conda:
         env("core")
     script:

@@ -20,6 +20,8 @@ rule data:
         dataset=config["dataset"],
     log:
         log_of("data", DATASET),
+    benchmark:
+        bench_of("data", DATASET),
     threads: 8  # decoding threads; Snakemake lowers this to --cores when fewer
     resources:
         mem_mb=_DATA_MEM_MB[config["dataset"]["source"]],

@@ -36,6 +36,8 @@ rule evolve:
         checkpoint_dir=f"{EVO_DIR}/checkpoint",
     log:
         log_of("evolution"),
+    benchmark:
+        bench_of("evolution"),
     conda:
         env("torch")
     threads: EVO_THREADS
@@ -62,6 +64,8 @@ rule evolve_plots:
         dpi=config["report"]["dpi"],
     log:
         log_of("evolution", "plots"),
+    benchmark:
+        bench_of("evolution", "plots"),
     conda:
         env("core")
     resources:

@@ -50,6 +50,8 @@ rule final_round_candidates:
         search_space=config["search_space"],
     log:
         log_of("final_round", "{net}_candidates"),
+    benchmark:
+        bench_of("final_round", "{net}_candidates"),
     conda:
         env("core")
     threads: 1
@@ -85,6 +87,8 @@ rule final_round_train:
         threads=config["train"]["threads"],
     log:
         log_of("final_round", "{net}_round{round}_slot{slot}"),
+    benchmark:
+        bench_of("final_round", "{net}_round{round}_slot{slot}"),
     conda:
         env("torch")
     threads: config["train"]["threads"]
@@ -108,6 +112,8 @@ rule final_round_gather:
         round=r"\d+",
     log:
         log_of("final_round", "{net}_round{round}"),
+    benchmark:
+        bench_of("final_round", "{net}_round{round}"),
     conda:
         env("core")
     threads: 1
@@ -134,6 +140,8 @@ rule final_round_choice:
         keep=FINAL["keep"],
     log:
         log_of("final_round", "choice"),
+    benchmark:
+        bench_of("final_round", "choice"),
     conda:
         env("core")
     threads: 1
@@ -155,6 +163,8 @@ rule plot_final_round:
         dpi=config["report"]["dpi"],
     log:
         log_of("final_round", "plot"),
+    benchmark:
+        bench_of("final_round", "plot"),
     conda:
         env("core")
     threads: 1

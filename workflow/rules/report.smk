@@ -118,6 +118,8 @@ rule report_table:
         max_rows=2000,
     log:
         log_of("report", "{section}_{table}"),
+    benchmark:
+        bench_of("report", "{section}_{table}"),
     conda:
         env("core")
     resources:

@@ -34,6 +34,8 @@ rule scenario_tune:
         torch_threads=1,
     log:
         log_of("scenarios", "{scenario}_{variant}_tune"),
+    benchmark:
+        bench_of("scenarios", "{scenario}_{variant}_tune"),
     conda:
         env("tf")
     threads: 1
@@ -64,6 +66,8 @@ rule scenario_run:
         torch_threads=1,
     log:
         log_of("scenarios", "{scenario}_{variant}"),
+    benchmark:
+        bench_of("scenarios", "{scenario}_{variant}"),
     conda:
         env("tf")
     threads: 1
@@ -87,6 +91,8 @@ rule scenario_gather:
         change_point=config["scenarios"]["change_point"],
     log:
         log_of("scenarios", "{scenario}_gather"),
+    benchmark:
+        bench_of("scenarios", "{scenario}_gather"),
     conda:
         env("core")
     threads: 1
@@ -112,6 +118,8 @@ rule scenario_plot:
         dpi=config["report"]["dpi"],
     log:
         log_of("scenarios", "{scenario}_plot"),
+    benchmark:
+        bench_of("scenarios", "{scenario}_plot"),
     conda:
         env("core")
     threads: 1

@@ -36,6 +36,8 @@ rule score_shard:
         cache_dir=SCORE_CACHE,
     log:
         log_of("score", "shard_{i}"),
+    benchmark:
+        bench_of("score", "shard_{i}"),
     conda:
         env("torch")
     threads: config["scoring"]["threads"]
@@ -57,6 +59,8 @@ rule score_gather:
         cache_dir=SCORE_CACHE,
     log:
         log_of("score", "gather"),
+    benchmark:
+        bench_of("score", "gather"),
     conda:
         env("core")
     threads: 1
@@ -80,6 +84,8 @@ rule rank_initial:
         ranking=config["ranking"],
     log:
         log_of("rank"),
+    benchmark:
+        bench_of("rank"),
     conda:
         env("core")
     threads: 1
@@ -113,6 +119,8 @@ rule proxy_informativeness:
         cache_dir=SCORE_CACHE,
     log:
         log_of("rank", "informativeness"),
+    benchmark:
+        bench_of("rank", "informativeness"),
     conda:
         env("torch")
     threads: config["scoring"]["threads"]

@@ -13,6 +13,8 @@ rule enumerate_space:
         accounting=config["tybox"]["accounting"],
     log:
         log_of("space", "enumerate"),
+    benchmark:
+        bench_of("space", "enumerate"),
     conda:
         env("core")
     resources:

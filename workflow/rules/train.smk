@@ -58,6 +58,8 @@ rule train:
         torch_threads=config["train"]["threads"],
     log:
         log_of("train", "{net}"),
+    benchmark:
+        bench_of("train", "{net}"),
     conda:
         env("torch")
     threads: config["train"]["threads"]
@@ -83,6 +85,8 @@ rule plot_training:
         dpi=config["report"]["dpi"],
     log:
         log_of("train", "plot_{net}"),
+    benchmark:
+        bench_of("train", "plot_{net}"),
     conda:
         env("core")
     threads: 1
@@ -114,6 +118,8 @@ rule validation_plan:
         slots=VALIDATION_SLOTS,
     log:
         log_of("validation", "plan"),
+    benchmark:
+        bench_of("validation", "plan"),
     conda:
         env("torch")
     threads: 1
@@ -142,6 +148,8 @@ rule validate_net:
         torch_threads=config["validation"]["threads"],
     log:
         log_of("validation", "net_{i}"),
+    benchmark:
+        bench_of("validation", "net_{i}"),
     conda:
         env("torch")
     threads: config["validation"]["threads"]
@@ -173,6 +181,8 @@ rule validation_gather:
         max_p=config["validation"]["max_p"],
     log:
         log_of("validation", "gather"),
+    benchmark:
+        bench_of("validation", "gather"),
     conda:
         env("core")
     threads: 1
@@ -199,6 +209,8 @@ rule plot_validation:
         dpi=config["report"]["dpi"],
     log:
         log_of("validation", "plot"),
+    benchmark:
+        bench_of("validation", "plot"),
     conda:
         env("core")
     threads: 1

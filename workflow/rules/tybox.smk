@@ -16,6 +16,8 @@ rule tybox:
         seed=config["seed"],
     log:
         log_of("tybox", "{net}"),
+    benchmark:
+        bench_of("tybox", "{net}"),
     conda:
         env("tf")
     threads: 2
