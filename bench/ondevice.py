@@ -147,7 +147,7 @@ def main(argv=None):
             n_b = int(lrn.info["buffer_samples"])
             used = np.unique(np.concatenate([np.concatenate([d.eval_idx, d.stream_idx]) for d in draws]))
             feats = np.zeros((len(pool.y), int(lrn.info["feature_size"])), np.int8)
-            feats[used] = lrn.features(lrn.prepare(normalised_nhwc(pool.x[used], *load_stats(data_dir))))
+            feats[used] = lrn.prepare(normalised_nhwc(pool.x[used], *load_stats(data_dir)))
             W, b, scale, zp = lrn.classifier()
         inits = ["keep", "reset"] if sc.new_classes else ["keep"]
         for loss in ("mse_softmax", "cross_entropy"):

@@ -193,6 +193,35 @@ def test_budget_choice_fits_and_cannot_fit():
     assert "device.ram_bytes" in msg
 
 
+def test_sweep_fit_stops_at_the_step_the_full_sweep_chooses():
+    spec = small_spec(head=48)
+    full = prune_schedule(randomised(spec), 0.25, 4, 10**6, 1, evaluate=lambda mm: 1.0)
+    need = [s.terms["net_bytes"] + 10 * s.terms["sample_bytes"] for s in full]
+    M = need[2]  # steps 0 and 1 do not hold 10 samples, step 2 does
+    full = prune_schedule(randomised(spec), 0.25, 4, M, 10, evaluate=lambda mm: 1.0)
+    calls = []
+    fit = prune_schedule(randomised(spec), 0.25, 4, M, 10, evaluate=lambda mm: 1.0,
+                         finetune=lambda mm, k: calls.append(k), stop_when_fits=True)
+    assert len(full) == 5 and len(fit) == 3 and calls == [1, 2]
+    assert [s.row["fits"] for s in fit] == [False, False, True]
+    pick = choose_step([dict(s.terms, step=i) for i, s in enumerate(full)], M, 10)
+    assert pick == choose_step([dict(s.terms, step=i) for i, s in enumerate(fit)], M, 10) == 2
+    assert [s.row for s in fit] == [s.row for s in full[:3]]
+    # a baseline that fits: nothing is pruned or fine-tuned
+    calls.clear()
+    one = prune_schedule(randomised(spec), 0.25, 4, 10**7, 1, evaluate=lambda mm: 1.0,
+                         finetune=lambda mm, k: calls.append(k), stop_when_fits=True)
+    assert len(one) == 1 and calls == []
+
+
+def test_sweep_mode_is_checked():
+    from tinyevo.compress.stage import _sweep_mode
+
+    assert _sweep_mode({}) == "full" and _sweep_mode({"sweep": "fit"}) == "fit"
+    with pytest.raises(ValueError, match="compress.sweep.*'some'"):
+        _sweep_mode({"sweep": "some"})
+
+
 def test_spec_memory_matches_tybox_formula():
     spec = small_spec(head=20, classes=4)
     t = spec_memory(spec, 50_000)

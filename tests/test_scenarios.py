@@ -292,28 +292,33 @@ def test_workflow_concept_drift_end_to_end(tiny_pipeline):
 
 # ---------------------------------------------------------------------------------- tuning
 def test_batch_learner_equals_the_reference_learner_per_grid_point():
-    """The sweep's batched learner is the reference learner (and so the C++) for every grid point."""
+    """The sweep's batched learner is the reference learner (and so the C++) for every grid point
+    of every stream: own lr, loss, start and stream per classifier."""
     from tinyevo.scenarios.tuning import BatchLearner
     from tinyevo.tybox.reference import OnDeviceLearner
 
     rng = np.random.default_rng(0)
-    F, C, n = 24, 5, 60
-    q = rng.integers(-128, 128, size=(n, F), dtype=np.int8)
-    y = rng.integers(0, C, size=n)
-    lrs = [0.003, 0.05, 0.3]
-    Ws = rng.normal(0, 0.1, size=(3, F, C)).astype(np.float32)
-    bs = rng.normal(0, 0.1, size=(3, C)).astype(np.float32)
-    for loss in ("mse_softmax", "cross_entropy"):
-        bl = BatchLearner(Ws, bs, lrs, 0.02, -3, capacity=7, loss=loss)
-        refs = [OnDeviceLearner(Ws[g], bs[g], 0.02, -3, capacity=7, lr=lrs[g], loss=loss) for g in range(3)]
-        for i in range(n):
-            bl.push_and_train(q[i], int(y[i]))
-            for r in refs:
-                r.push_and_train(q[i], int(y[i]))
+    F, C, n, G = 24, 5, 60, 6
+    q = rng.integers(-128, 128, size=(2, n, F), dtype=np.int8)  # two streams
+    y = rng.integers(0, C, size=(2, n))
+    lrs = [0.003, 0.05, 0.3, 0.003, 0.05, 0.3]
+    losses = ["mse_softmax", "cross_entropy"] * 3
+    stream = [0, 0, 0, 1, 1, 1]
+    Ws = rng.normal(0, 0.1, size=(G, F, C)).astype(np.float32)
+    bs = rng.normal(0, 0.1, size=(G, C)).astype(np.float32)
+    bl = BatchLearner(Ws, bs, lrs, 0.02, -3, capacity=7, losses=losses)
+    refs = [OnDeviceLearner(Ws[g], bs[g], 0.02, -3, capacity=7, lr=lrs[g], loss=losses[g]) for g in range(G)]
+    for i in range(n):
+        bl.push_and_train(q[stream, i], y[stream, i])
         for g, r in enumerate(refs):
-            assert np.array_equal(bl.W[g], r.W) and np.array_equal(bl.b[g], r.b), (loss, g)
-            assert np.array_equal(bl.predict(bl.dequantise(q))[g], r.predict(q))
-        assert not np.array_equal(bl.W[0], Ws[0])  # it did learn
+            r.push_and_train(q[stream[g], i], int(y[stream[g], i]))
+    ev = np.stack([bl.dequantise(q[s]) for s in stream])
+    for g, r in enumerate(refs):
+        assert np.array_equal(bl.W[g], r.W) and np.array_equal(bl.b[g], r.b), g
+        assert np.array_equal(bl.predict(ev)[g], r.predict(q[stream[g]]))
+    assert not np.array_equal(bl.W[0], Ws[0])  # it did learn
+    with pytest.raises(ValueError, match="losses must be 6"):
+        BatchLearner(Ws, bs, lrs, 0.02, -3, capacity=7, losses=["mse"] * 6)
 
 
 def test_reset_new_class_rows_and_grid():

@@ -17,6 +17,9 @@ from tinyevo.train.validation import plan_size as _plan_size
 _VALIDATION_DATA_FILES = [f"{_TRAIN_DATA}/{s}_{a}.npy" for s in ("train", "val", "test") for a in ("x", "y")] + [
     f"{_TRAIN_DATA}/stats.parquet"
 ]
+# validation.enabled: false leaves the stage out of `all` and the report (its rules stay, so an
+# explicit target such as results/validation/correlations.parquet still runs it)
+VALIDATION_ENABLED = bool(config["validation"]["enabled"])
 _VALIDATION_METHOD = config.get("ranking", {}).get("method", "zscore")
 VALIDATION_MEASURES = _measure_names(config["proxies"]["names"])
 VALIDATION_SLOTS = _plan_size(config["validation"]["nets"], config["validation"]["top_k"],
@@ -230,6 +233,9 @@ localrules:
 
 ALL_TARGETS.extend(
     [f"{TRAIN_DIR}/{net}/{f}" for net in ("C", "NC") for f in ("metrics.parquet", "model.pt", "curve.png")]
-    + [f"{VALIDATION_DIR}/{t}.parquet" for t in ("correlations", "noise")]
-    + expand(f"{VALIDATION_DIR}/scatter_{{measure}}.png", measure=VALIDATION_MEASURES)
 )
+if VALIDATION_ENABLED:
+    ALL_TARGETS.extend(
+        [f"{VALIDATION_DIR}/{t}.parquet" for t in ("correlations", "noise")]
+        + expand(f"{VALIDATION_DIR}/scatter_{{measure}}.png", measure=VALIDATION_MEASURES)
+    )

@@ -57,10 +57,14 @@ class Step:
 
 def prune_schedule(model, step_fraction: float, max_steps: int, ram_bytes: int, min_buffer_samples: int,
                    evaluate: Callable[[Any], float], finetune: Callable[[Any, int], None] | None = None,
-                   accounting: str = "total", logger: logging.Logger | None = None) -> list[Step]:
+                   accounting: str = "total", logger: logging.Logger | None = None,
+                   stop_when_fits: bool = False) -> list[Step]:
     """Step 0 is ``model`` itself; each next step prunes the widest unit (latest first) by
     ``step_fraction`` of its filters, fine-tunes (``finetune(model, step)``, skipped when None)
-    and evaluates. Stops after ``max_steps`` steps or when no unit can shrink."""
+    and evaluates. Stops after ``max_steps`` steps or when no unit can shrink, and, with
+    ``stop_when_fits`` (``compress.sweep: fit``), at the first step whose buffer holds
+    ``min_buffer_samples``: pruning only shrinks the memory terms, so that step is the one
+    :func:`choose_step` picks from the whole sweep."""
     log = logger or LOG
     totals = {u.name: unit_width(model.spec, u) for u in units_of(model.spec)}
     terms = spec_memory(model.spec, ram_bytes, accounting)
@@ -70,6 +74,9 @@ def prune_schedule(model, step_fraction: float, max_steps: int, ram_bytes: int, 
     log.info("step 0 (baseline): F=%d, net %d B, buffer %d samples, test acc %.4f",
              model.spec.feature_size, terms["net_bytes"], terms["n_samples"], acc)
     for k in range(1, int(max_steps) + 1):
+        if stop_when_fits and steps[-1].row["fits"]:
+            log.info("step %d fits the device (compress.sweep: fit); the sweep stops here", k - 1)
+            break
         nxt = next_unit(model.spec, step_fraction)
         if nxt is None:
             log.info("no unit can be pruned further; stopping after %d steps", k - 1)
@@ -88,6 +95,16 @@ def prune_schedule(model, step_fraction: float, max_steps: int, ram_bytes: int, 
                  k, unit.name, before, n_keep, totals[unit.name], model.spec.feature_size, row["params"],
                  terms["net_bytes"], terms["n_samples"], acc)
     return steps
+
+
+SWEEPS = ("full", "fit")
+
+
+def _sweep_mode(compress: Mapping[str, Any]) -> str:
+    mode = compress.get("sweep", "full")
+    if mode not in SWEEPS:
+        raise ValueError(f"config key 'compress.sweep': {mode!r} is not one of {list(SWEEPS)}")
+    return mode
 
 
 def pruning_table(steps: list[Step], chosen: int | None) -> pd.DataFrame:
@@ -208,7 +225,8 @@ def run_compress(model_path: str, data_dir: str, net: str, compress: Mapping[str
         m.cpu()
 
     steps = prune_schedule(model, frac, int(compress["max_steps"]), M, min_samples, acc_of,
-                           finetune if settings["epochs"] > 0 else None, accounting=accounting, logger=log)
+                           finetune if settings["epochs"] > 0 else None, accounting=accounting, logger=log,
+                           stop_when_fits=_sweep_mode(compress) == "fit")
     try:
         k = choose_step([dict(s.terms, step=s.row["step"]) for s in steps], M, min_samples)
     except BudgetError as exc:

@@ -1,7 +1,11 @@
 """The three learners of a scenario, all driven by the same stream and evaluation set.
 
 * ``tybox``  -- the compiled host harness of the generated C++ (int8 feature extractor, ring
-  buffer of N_B samples, float classifier trained on the device), run as a subprocess;
+  buffer of N_B samples, float classifier trained on the device), run as a subprocess: the
+  feature extractor once over every image of the job (``harness extract``), then each stream
+  through the library's on-device learning on those int8 features (``harness stream
+  --features``; the extractor is frozen, so this is the same computation as streaming the images,
+  without extracting an image once per repetition that uses it);
 * ``tinyol`` -- the same harness with a buffer of one sample;
 * ``float``  -- the trained float model (not pruned, not quantised): ``model.features()`` in torch,
   then the same learning rule (``tinyevo.tybox.reference.OnDeviceLearner``: same loss, lr, buffer
@@ -108,16 +112,14 @@ class HarnessLearner:
         return out
 
     def prepare(self, x_norm: np.ndarray) -> np.ndarray:
-        """Normalised float images -> int8 harness input."""
+        """Normalised float images -> the int8 features of the compiled feature extractor
+        (``harness extract`` on the quantised images, one call for every image a job uses)."""
         want = (int(self.info["input_h"]), int(self.info["input_w"]), int(self.info["input_c"]))
         if tuple(x_norm.shape[1:]) != want:
             raise ScenarioError(f"{self.project}: the feature extractor takes {want} images, the data has "
                                 f"{tuple(x_norm.shape[1:])}")
-        return quantise(x_norm, self.info["input_scale"], self.info["input_zero_point"])
-
-    def features(self, prepared: np.ndarray) -> np.ndarray:
-        """int8 harness input -> the int8 features of the compiled feature extractor."""
-        return self.harness.extract(self.project, prepared)
+        q = quantise(x_norm, self.info["input_scale"], self.info["input_zero_point"])
+        return self.harness.extract(self.project, q)
 
     def classifier(self) -> tuple[np.ndarray, np.ndarray, float, int]:
         """(W (F, C), b (C,), feature scale, feature zero point) the on-device learning starts from."""
@@ -128,7 +130,7 @@ class HarnessLearner:
         return W, b, float(self.info["feature_scale"]), int(self.info["feature_zero_point"])
 
     def run(self, stream_x, stream_y, eval_x, eval_y, settings=None) -> dict:
-        """The evaluation run through the compiled harness with ``settings`` (lr, loss, start of
+        """The evaluation run (int8 features from :meth:`prepare`) through the compiled harness with ``settings`` (lr, loss, start of
         the new-class rows; default the scenario's lr and loss, rows as trained)."""
         from .tuning import Settings, initial_classifier
 
@@ -138,7 +140,7 @@ class HarnessLearner:
             W, b, _, _ = self.classifier()
             init = initial_classifier(W, b, self.scenario, st.new_class_init)
         res = self.harness.stream(self.project, stream_x, stream_y, eval_x, eval_y, capacity=self.capacity,
-                                  lr=st.lr, loss=st.loss, init_weights=init, workdir=self.workdir)
+                                  lr=st.lr, loss=st.loss, init_weights=init, features=True, workdir=self.workdir)
         curve = res["curve"]
         return {"eval_pred": res["eval_pred"].astype(np.int64),
                 "stream_pred": curve["pred"].to_numpy()[1:].astype(np.int64)}
@@ -179,10 +181,6 @@ class FloatLearner:
                 outs.append(self.model.features(t.to(self.device)).float().cpu().numpy())
         F = self.W.shape[0]
         return np.concatenate(outs) if outs else np.zeros((0, F), np.float32)
-
-    def features(self, prepared: np.ndarray) -> np.ndarray:
-        """The float features are the prepared input already."""
-        return prepared
 
     def classifier(self) -> tuple[np.ndarray, np.ndarray, float, int]:
         return self.W, self.b, 1.0, 0

@@ -67,7 +67,8 @@ def _learner(scenario: Scenario, variant: str, capacity: int, tmp, *, tybox_dir,
 
 
 def _inputs(learner, pool, draws, data_dir) -> np.ndarray:
-    """The learner's input of every pool image some draw uses (zeros elsewhere)."""
+    """The learner's input (the features of its extractor) of every pool image some draw uses,
+    computed once per image (zeros elsewhere)."""
     from tinyevo.data import load_stats
 
     used = np.unique(np.concatenate([np.concatenate([d.eval_idx, d.stream_idx]) for d in draws]))
@@ -138,10 +139,7 @@ def tune_variant(scenario: Scenario, variant: str, data_dir, tune: Mapping[str, 
     with tempfile.TemporaryDirectory(prefix="tinyevo-tune-") as tmp:
         learner = _learner(scenario, variant, capacity, tmp, tybox_dir=tybox_dir, model_path=model_path,
                            device=device, tybox=tybox, compute_device=compute_device, log=log)
-        inputs = _inputs(learner, pool, draws, data_dir)
-        used = np.unique(np.concatenate([np.concatenate([d.eval_idx, d.stream_idx]) for d in draws]))
-        feats = np.zeros((len(pool.y), learner.classifier()[0].shape[0]), np.int8 if variant != "float" else np.float32)
-        feats[used] = learner.features(inputs[used])
+        feats = _inputs(learner, pool, draws, data_dir)  # features of every image a draw uses
         W, b, scale, zp = learner.classifier()
     table = sweep(scenario, variant, feats, W, b, scale, zp, capacity, draws, points, log=log)
     table["stream_length"], table["eval_size"] = scenario.stream_length, scenario.eval_size

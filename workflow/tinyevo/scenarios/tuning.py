@@ -98,79 +98,107 @@ def criterion(curve_acc: np.ndarray, scenario: Scenario) -> float:
 
 
 class BatchLearner(OnDeviceLearner):
-    """:class:`tinyevo.tybox.reference.OnDeviceLearner` for G classifiers at once that see the
-    same stream (the grid points of one loss): same FIFO buffer, one pass of batch-1 SGD over it
-    per new sample, each classifier with its own learning rate and start. One Python step serves
-    every grid point; the float32 arithmetic is the reference's, operation for operation, so the
-    weights are bit-identical to it (a test holds them equal). The buffer, ``dequantise`` and ``push_and_train`` are
-    the reference's own; ``predict`` takes dequantised features and returns (G, N) classes."""
+    """:class:`tinyevo.tybox.reference.OnDeviceLearner` for G classifiers at once, each with its
+    own stream (a validation draw), learning rate, loss and start (every grid point of every
+    draw of a sweep): one FIFO buffer of ``capacity`` samples per classifier, one pass of
+    batch-1 SGD over it per new sample. The streams are equally long, so every buffer holds the
+    same number of samples and one Python step serves all G. The float32 arithmetic is the
+    reference's, operation for operation, so the weights are bit-identical to it (a test holds
+    them equal). ``dequantise`` is the reference's own; ``push_and_train`` takes one sample per
+    classifier ((G, F) features, (G,) labels); ``predict`` takes (G, N, F) or (N, F) dequantised
+    features and returns (G, N) classes."""
 
-    def __init__(self, W, b, lrs, scale: float, zero_point: int, capacity: int, loss: str):
+    def __init__(self, W, b, lrs, scale: float, zero_point: int, capacity: int, losses):
         from tinyevo.tybox.reference import LOSSES
 
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.W = np.array(W, np.float32)  # (G, F, C)
         self.b = np.array(b, np.float32)  # (G, C)
-        self.lr = np.asarray(lrs, np.float32)[:, None]
         self.G, self.F, self.C = self.W.shape
+        losses = [losses] * self.G if isinstance(losses, str) else list(losses)
+        bad = sorted({v for v in losses if v not in LOSSES})
+        if bad or len(losses) != self.G:
+            raise ValueError(f"losses must be {self.G} of {LOSSES}, got {losses!r}")
+        self.mse = np.flatnonzero([v == "mse_softmax" for v in losses])
+        self.is_mse = np.isin(np.arange(self.G), self.mse)[:, None]
+        self.lr = np.asarray(lrs, np.float32)[:, None]
         self.scale, self.zp = np.float32(scale), int(zero_point)
-        self.capacity, self.loss = int(capacity), loss
-        self.buf_x = np.zeros((self.capacity, self.F), np.float32)
-        self.buf_y = np.zeros(self.capacity, np.int64)
+        if capacity < 1:
+            raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.buf_x = np.zeros((self.G, self.capacity, self.F), np.float32)
+        self.buf_y = np.zeros((self.G, self.capacity), np.int64)
         self.head = self.count = 0
+        self.rows = np.arange(self.G)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """(N, F) dequantised features -> (G, N) predicted classes."""
+        """(G, N, F) or (N, F) dequantised features -> (G, N) predicted classes."""
         from tinyevo.tybox.reference import softmax
 
-        return softmax((np.matmul(x[None], self.W) + self.b[:, None, :]).astype(np.float32)).argmax(axis=2)
+        x = x if x.ndim == 3 else x[None]
+        return softmax((np.matmul(x, self.W) + self.b[:, None, :]).astype(np.float32)).argmax(axis=2)
 
-    def _step(self, x: np.ndarray, label: int) -> None:
+    def push_and_train(self, q, labels) -> None:
+        """The reference's step for every classifier: store (G, F) features and (G,) labels as
+        the newest buffer rows, then one pass over each buffer, oldest first."""
+        labels = np.broadcast_to(np.asarray(labels, np.int64), (self.G,))
+        if labels.min() < 0 or labels.max() >= self.C:
+            raise ValueError(f"labels outside 0..{self.C - 1}")
+        self.buf_x[:, self.head] = self.dequantise(q)
+        self.buf_y[:, self.head] = labels
+        self.head = (self.head + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
+        for i in range(self.count):
+            idx = (self.head - self.count + i) % self.capacity
+            self._step(self.buf_x[:, idx], self.buf_y[:, idx])
+
+    def _step(self, x: np.ndarray, labels: np.ndarray) -> None:
         from tinyevo.tybox.reference import softmax
 
-        y = softmax((np.matmul(x[None, None, :], self.W)[:, 0, :] + self.b).astype(np.float32))
+        y = softmax((np.matmul(x[:, None, :], self.W)[:, 0, :] + self.b).astype(np.float32))
         e = -y
-        e[:, label] += np.float32(1.0)
-        if self.loss == "mse_softmax":
-            s = np.array([[np.dot(y[g], e[g])] for g in range(self.G)], np.float32)
-            delta = y * (e - s)
-        else:
-            delta = e
+        e[self.rows, labels] += np.float32(1.0)
+        delta = e
+        if len(self.mse):
+            s = np.zeros((self.G, 1), np.float32)
+            for g in self.mse:
+                s[g, 0] = np.dot(y[g], e[g])
+            delta = np.where(self.is_mse, y * (e - s), e)
         delta = (delta * self.lr).astype(np.float32)
-        self.W += x[None, :, None] * delta[:, None, :]
+        self.W += x[:, :, None] * delta[:, None, :]
         self.b += delta
 
 
 def run_validation(feats: np.ndarray, W, b, scale: float, zero_point: int, capacity: int, scenario: Scenario,
                    draws: Sequence, points: Sequence[tuple[float, str, str]]) -> list[dict]:
-    """Every grid point over the validation draws (one :class:`BatchLearner` per loss and draw):
+    """Every grid point over the validation draws (one :class:`BatchLearner` for all of them):
     per point the criterion, the final accuracy and the final new-class accuracy, means over the
     draws."""
     steps = np.arange(scenario.stream_length + 1)
     drifted = (steps > scenario.change_point)[:, None] if scenario.has_change else np.zeros((len(steps), 1), bool)
-    out: dict[int, dict[str, list]] = {i: {"criterion": [], "final_mean": [], "new_mean": []} for i in range(len(points))}
-    for loss in dict.fromkeys(p[1] for p in points):
-        idx = [i for i, p in enumerate(points) if p[1] == loss]
-        starts = [initial_classifier(W, b, scenario, points[i][2]) for i in idx]
-        for d in draws:
-            bl = BatchLearner(np.stack([w for w, _ in starts]), np.stack([v for _, v in starts]),
-                              [points[i][0] for i in idx], scale, zero_point, capacity, loss)
-            ex = bl.dequantise(feats[d.eval_idx])
-            preds = [bl.predict(ex)]
-            for q, lab in zip(feats[d.stream_idx], d.stream_targets):
-                bl.push_and_train(q, int(lab))
-                preds.append(bl.predict(ex))
-            pred = np.stack(preds, axis=1)  # (G, steps, N)
-            targets = np.where(drifted, d.eval_post[None, :], d.eval_pre[None, :])
-            correct = pred == targets[None]
-            for g, i in enumerate(idx):
-                acc = correct[g].mean(axis=1)
-                out[i]["criterion"].append(criterion(acc, scenario))
-                out[i]["final_mean"].append(float(acc[-1]))
-                out[i]["new_mean"].append(float(correct[g, -1, d.eval_new].mean()) if d.eval_new.any() else np.nan)
+    starts = [initial_classifier(W, b, scenario, p[2]) for p in points]
+    P, D = len(points), len(draws)
+    # classifier g = draw g // P, grid point g % P
+    bl = BatchLearner(np.stack([w for w, _ in starts] * D), np.stack([v for _, v in starts] * D),
+                      [p[0] for p in points] * D, scale, zero_point, capacity, [p[1] for p in points] * D)
+    ex = np.repeat(np.stack([bl.dequantise(feats[d.eval_idx]) for d in draws]), P, axis=0)  # (G, N, F)
+    sx = np.stack([feats[d.stream_idx] for d in draws])  # (D, L, F)
+    sy = np.stack([d.stream_targets for d in draws]).astype(np.int64)  # (D, L)
+    preds = [bl.predict(ex)]
+    for t in range(sx.shape[1]):
+        bl.push_and_train(np.repeat(sx[:, t], P, axis=0), np.repeat(sy[:, t], P))
+        preds.append(bl.predict(ex))
+    pred = np.stack(preds, axis=1)  # (G, steps, N)
+    out: dict[int, dict[str, list]] = {i: {"criterion": [], "final_mean": [], "new_mean": []} for i in range(P)}
+    for j, d in enumerate(draws):
+        targets = np.where(drifted, d.eval_post[None, :], d.eval_pre[None, :])
+        for i in range(P):
+            correct = pred[j * P + i] == targets
+            acc = correct.mean(axis=1)
+            out[i]["criterion"].append(criterion(acc, scenario))
+            out[i]["final_mean"].append(float(acc[-1]))
+            out[i]["new_mean"].append(float(correct[-1, d.eval_new].mean()) if d.eval_new.any() else np.nan)
     return [{k: float(np.mean(v)) if scenario.new_classes or k != "new_mean" else np.nan for k, v in out[i].items()}
-            for i in range(len(points))]
+            for i in range(P)]
 
 
 def sweep(scenario: Scenario, variant: str, feats: np.ndarray, W, b, scale: float, zero_point: int, capacity: int,

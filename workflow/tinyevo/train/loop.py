@@ -128,9 +128,18 @@ class _Batches:
         return xb, yb
 
     def normalise(self, xb_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 NHWC -> float32 NCHW, (x / 255 - mean) / std."""
+        """uint8 NHWC -> float32 NCHW (channels-last strides, see :func:`channels_last`),
+        (x / 255 - mean) / std."""
         x = xb_uint8.permute(0, 3, 1, 2).float()
-        return (x / 255.0 - self.mean) / self.std
+        return ((x / 255.0 - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """The model's 4-d weights in channels-last (NHWC) strides, the layout the input batches
+    have: oneDNN's depthwise and 1x1 convolutions run about 1.4x faster so on the CPU (training
+    images/s of the default C net, ``python bench/train.py --layouts``), cuDNN's with AMP as
+    well. Values are unchanged; :func:`fit` returns the model in the default layout."""
+    return model.to(memory_format=torch.channels_last)
 
 
 def augment_batch(xb: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
@@ -194,7 +203,7 @@ def evaluate(model: nn.Module, x, y, stats, device, batch_size: int = EVAL_BATCH
     device = torch.device(device)
     _check_labels(model, y, "evaluation")
     data = _Batches(x, y, stats[0], stats[1], device, "evaluation")
-    model.to(device)
+    model.to(device)  # the batches are channels-last: the convolutions run so whatever the weights' strides
     was_training = model.training
     model.eval()
     use_amp = _amp_enabled(amp, device)
@@ -331,7 +340,7 @@ def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequenc
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    model.to(device)
+    channels_last(model.to(device))
     opt = torch.optim.SGD(model.parameters(), lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, s["epochs"]))
              if s["schedule"] == "cosine" else None)
@@ -426,6 +435,7 @@ def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequenc
                 "scaler": scaler.state_dict() if use_amp else None,
                 "rng": _rng_states(device), "history": rows,
             })
+    model.to(memory_format=torch.contiguous_format)
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS).astype(
         {"epoch": "int64", "train_loss": "float64", "train_acc": "float64", "test_loss": "float64",
          "test_acc": "float64", "lr": "float64", "seconds": "float64"})
