@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from tinyevo.config import load_config  # noqa: E402
 from tinyevo.runtime import pick_device, set_threads  # noqa: E402
-from tinyevo.space import constraints_from_config, space_from_config  # noqa: E402
+from tinyevo.space import constraints_from_config, cost_of, space_from_config  # noqa: E402
 from tinyevo.space.torch_model import build_torch  # noqa: E402
 from tinyevo.train.loop import evaluate, fit  # noqa: E402
 
@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=640, help="training images per timed epoch")
     ap.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
     ap.add_argument("--pipeline", action="store_true", help="also time the default pipeline up to training")
+    ap.add_argument("--layouts", action="store_true",
+                    help="also time the training with NCHW (contiguous) batches and weights instead of channels-last")
     ap.add_argument("--cores", type=int, default=2, help="--cores of the timed pipeline run")
     args = ap.parse_args()
 
@@ -83,15 +85,25 @@ def main() -> None:
     settings = {k: v for k, v in cfg["train"].items() if k != "threads"}
     settings["epochs"] = 1
 
-    torch.manual_seed(0)
-    model = build_torch(spec)
-    warm = min(len(x), 2 * settings["batch_size"])
-    fit(model, (x[:warm], y[:warm]), None, stats, settings, device=device, progress=False, amp=args.amp)
-    t0 = time.perf_counter()
-    fit(model, (x, y), None, stats, settings, device=device, progress=False, amp=args.amp)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t_train = time.perf_counter() - t0
+    def time_train() -> tuple[float, object]:
+        torch.manual_seed(0)
+        model = build_torch(spec)
+        warm = min(len(x), 2 * settings["batch_size"])
+        fit(model, (x[:warm], y[:warm]), None, stats, settings, device=device, progress=False, amp=args.amp)
+        t0 = time.perf_counter()
+        fit(model, (x, y), None, stats, settings, device=device, progress=False, amp=args.amp)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, model
+
+    t_train, model = time_train()
+    t_nchw = None
+    if args.layouts:
+        import tinyevo.train.loop as loop
+
+        loop.MEMORY_FORMAT = torch.contiguous_format
+        t_nchw, _ = time_train()
+        loop.MEMORY_FORMAT = torch.channels_last
     t0 = time.perf_counter()
     evaluate(model, x, y, stats, device, amp=args.amp)
     t_eval = time.perf_counter() - t0
@@ -101,7 +113,9 @@ def main() -> None:
           f"batch {settings['batch_size']}, device {device}, threads {args.threads}, torch {torch.__version__}")
     print("| phase | images | seconds | images/s |")
     print("|---|---|---|---|")
-    print(f"| train (fwd+bwd+SGD) | {len(x)} | {t_train:.2f} | {len(x) / t_train:,.0f} |")
+    print(f"| train (fwd+bwd+SGD, channels-last) | {len(x)} | {t_train:.2f} | {len(x) / t_train:,.0f} |")
+    if t_nchw is not None:
+        print(f"| train (fwd+bwd+SGD, NCHW) | {len(x)} | {t_nchw:.2f} | {len(x) / t_nchw:,.0f} |")
     print(f"| evaluate | {len(x)} | {t_eval:.2f} | {len(x) / t_eval:,.0f} |")
     n_train = None
     data_train = Path(args.results) / "data" / cfg["dataset"]["name"] / "train_y.npy"

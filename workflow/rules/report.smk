@@ -1,7 +1,11 @@
-# Stage 10: the report. Every table of the run is rendered to HTML (rule report_table) and every
-# plot rule marks its PNGs with report(); `snakemake --report results/report.html` (make report)
-# collects them with the captions in workflow/report/. Plot style/dpi (report.*) only reach the
-# plot rules, so changing them re-runs plots and report tables' consumers, never a computation.
+# Stage 10: the report. Every table of the run is rendered to HTML, one job per report section
+# (rule report_tables: one Python process renders the section's tables, each still its own item
+# of the report with its own caption), the front page summarises the deployed net and the
+# scenarios (rule report_summary, shown first by workflow/report/workflow.rst), and, after every
+# other job, the stage-time tables are made from the benchmark files (rule report_stage_times).
+# Every plot rule marks its PNGs with report(); `snakemake --report results/report.html`
+# (make report) collects them with the captions in workflow/report/. Plot style/dpi (report.*)
+# only reach the plot rules, so changing them re-runs plots and report rules, never a computation.
 
 # name -> (category, Parquet table, caption)
 REPORT_TABLES = {
@@ -98,40 +102,125 @@ REPORT_TABLES = {
 }
 
 
-rule report_table:
-    """A Parquet table rendered as HTML for the report."""
+if not VALIDATION_ENABLED:  # validation.enabled: false, the stage is not part of the run
+    REPORT_TABLES = {name: t for name, t in REPORT_TABLES.items() if t[0] != "Validation"}
+REPORT_SECTIONS = sorted({sec for sec, _, _ in REPORT_TABLES.values()})
+
+
+def _section_tables(wildcards):
+    """name -> Parquet table of every report table of {section}."""
+    return {name: path for name, (sec, path, _) in REPORT_TABLES.items() if sec == wildcards.section}
+
+
+rule report_tables:
+    """Every Parquet table of {section} rendered as HTML, in one job; each HTML file is its own
+    report item (pattern {table}.html) with the table's caption (params.captions)."""
     input:
-        lambda wildcards: REPORT_TABLES[wildcards.table][1],
+        unpack(_section_tables),
     output:
         report(
-            f"{RESULTS}/report/tables/{{section}}/{{table}}.html",
+            directory(f"{RESULTS}/report/tables/{{section}}"),
+            patterns=["{table}.html"],
             caption="../report/table.rst",
             category="{section}",
             labels={"table": "{table}"},
         ),
     wildcard_constraints:
-        section="[A-Za-z]+",
-        table="[A-Za-z0-9_-]+",
+        section="|".join(REPORT_SECTIONS),
     params:
-        title=lambda wildcards: wildcards.table.replace("_", " "),
-        caption=lambda wildcards: REPORT_TABLES[wildcards.table][2],
+        titles=lambda wildcards: {name: name.replace("_", " ") for name in _section_tables(wildcards)},
+        captions=lambda wildcards: {name: REPORT_TABLES[name][2] for name in _section_tables(wildcards)},
         max_rows=2000,
     log:
-        log_of("report", "{section}_{table}"),
+        log_of("report", "tables_{section}"),
     benchmark:
-        bench_of("report", "{section}_{table}"),
+        bench_of("report", "tables_{section}"),
     conda:
         env("core")
     resources:
         mem_mb=1000,
         runtime=5,
     script:
-        "../scripts/report_table.py"
+        "../scripts/report_tables.py"
+
+
+REPORT_SUMMARY = {"rst": f"{RESULTS}/report/summary.rst", "html": f"{RESULTS}/report/summary.html"}
+
+
+rule report_summary:
+    """The front page: the deployed net C (architecture, float and int8 accuracy, flash and RAM
+    against the device budget, buffer samples) and one line per scenario."""
+    input:
+        choice=FINAL_OUTPUTS["choice"],
+        compress=f"{RESULTS}/compress/C/summary.parquet",
+        memory=f"{RESULTS}/tybox/C/memory.parquet",
+        scenarios=[f"{SCEN_DIR}/{s}/summary.parquet" for s in SCENARIO_NAMES],
+    output:
+        rst=REPORT_SUMMARY["rst"],
+        html=report(REPORT_SUMMARY["html"], caption="../report/summary.rst", category="Summary",
+                    labels={"table": "summary"}),
+    params:
+        device=config["device"],
+        accounting=config["tybox"]["accounting"],
+        scenarios={s: _SCEN_NET[s] for s in SCENARIO_NAMES},
+    log:
+        log_of("report", "summary"),
+    benchmark:
+        bench_of("report", "summary"),
+    conda:
+        env("core")
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/report_summary.py"
+
+
+REPORT_TABLE_DIRS = [f"{RESULTS}/report/tables/{sec}" for sec in REPORT_SECTIONS]
+ALL_TARGETS.extend(REPORT_TABLE_DIRS)
+ALL_TARGETS.extend(REPORT_SUMMARY.values())
+
+# Everything the default target builds apart from the stage times themselves: the stage-time
+# job waits for all of it, so every other job of the run has written its benchmark file.
+_BEFORE_STAGE_TIMES = list(dict.fromkeys(ALL_TARGETS))
+STAGE_TIMES = {
+    "stages": f"{RESULTS}/report/stage_times.parquet",
+    "jobs": f"{RESULTS}/report/job_times.parquet",
+    "stages_html": f"{RESULTS}/report/tables/Performance/stage_times.html",
+    "jobs_html": f"{RESULTS}/report/tables/Performance/job_times.html",
+}
+
+
+rule report_stage_times:
+    """Wall time, CPU time and peak memory per job and per stage, from every benchmark file of
+    the run (tinyevo.report.stage_times). It runs last: its input is every other final output.
+    It has no benchmark file of its own (it would read its own, stale, one)."""
+    input:
+        _BEFORE_STAGE_TIMES,
+    output:
+        stages=STAGE_TIMES["stages"],
+        jobs=STAGE_TIMES["jobs"],
+        stages_html=report(STAGE_TIMES["stages_html"], caption="../report/stage_times.rst",
+                           category="Performance", labels={"table": "stage_times"}),
+        jobs_html=report(STAGE_TIMES["jobs_html"], caption="../report/stage_times.rst",
+                         category="Performance", labels={"table": "job_times"}),
+    params:
+        bench_dir=f"{RESULTS}/benchmarks",
+    log:
+        log_of("report", "stage_times"),
+    conda:
+        env("core")
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/report_stage_times.py"
 
 
 localrules:
-    report_table,
+    report_tables,
+    report_summary,
+    report_stage_times,
 
 
-REPORT_TABLE_FILES = [f"{RESULTS}/report/tables/{sec}/{name}.html" for name, (sec, _, _) in REPORT_TABLES.items()]
-ALL_TARGETS.extend(REPORT_TABLE_FILES)
+ALL_TARGETS.extend(STAGE_TIMES.values())

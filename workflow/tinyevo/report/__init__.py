@@ -1,10 +1,13 @@
 """Report helpers: every Parquet table of the run rendered as an HTML table for Snakemake's
-report (``snakemake --report results/report.html``)."""
+report (``snakemake --report results/report.html``); the front page (:mod:`.summary`) and the
+stage-time tables from the benchmark files (:mod:`.stage_times`)."""
 
 from __future__ import annotations
 
 import html
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -39,3 +42,14 @@ def render_table(parquet_path: str, out_html: str, title: str, max_rows: int = 2
     df = read_parquet(parquet_path, f"table for the report ({title})")
     atomic_write_text(out_html, table_html(df, title, max_rows))
     return len(df)
+
+
+def render_tables(tables: Mapping[str, str], out_dir: str | os.PathLike, titles: Mapping[str, str] | None = None,
+                  max_rows: int = 2000) -> dict[str, int]:
+    """Render every ``name -> Parquet path`` of ``tables`` to ``out_dir/<name>.html`` in one
+    process (one report section per job); returns name -> rows."""
+    titles = titles or {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {name: render_table(path, out / f"{name}.html", titles.get(name, name.replace("_", " ")), max_rows)
+            for name, path in tables.items()}

@@ -131,15 +131,19 @@ class _Batches:
         """uint8 NHWC -> float32 NCHW (channels-last strides, see :func:`channels_last`),
         (x / 255 - mean) / std."""
         x = xb_uint8.permute(0, 3, 1, 2).float()
-        return ((x / 255.0 - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return ((x / 255.0 - self.mean) / self.std).contiguous(memory_format=MEMORY_FORMAT)
+
+
+# The layout of the training batches and weights (bench/train.py --layouts compares both).
+MEMORY_FORMAT = torch.channels_last
 
 
 def channels_last(model: nn.Module) -> nn.Module:
-    """The model's 4-d weights in channels-last (NHWC) strides, the layout the input batches
-    have: oneDNN's depthwise and 1x1 convolutions run about 1.4x faster so on the CPU (training
-    images/s of the default C net, ``python bench/train.py --layouts``), cuDNN's with AMP as
-    well. Values are unchanged; :func:`fit` returns the model in the default layout."""
-    return model.to(memory_format=torch.channels_last)
+    """The model's 4-d weights in channels-last (NHWC) strides (:data:`MEMORY_FORMAT`), the
+    layout the input batches have: oneDNN's depthwise and 1x1 convolutions run faster so on the
+    CPU (training images/s of the default C net, ``python bench/train.py --layouts``), cuDNN's
+    with AMP as well. Values are unchanged; :func:`fit` returns the model in the default layout."""
+    return model.to(memory_format=MEMORY_FORMAT)
 
 
 def augment_batch(xb: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
