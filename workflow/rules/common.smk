@@ -84,3 +84,9 @@ def _scenario_settings(wildcards):
     keep = {k: v for k, v in sc.items() if k not in _SCENARIOS and k not in ("names", "variants")}
     keep[wildcards.scenario] = sc[wildcards.scenario]
     return keep
+
+
+# ---- report (report.smk) -----------------------------------------------------------------------
+def _section_tables(wildcards):
+    """name -> Parquet table of every report table of {section}."""
+    return {name: path for name, (sec, path, _) in REPORT_TABLES.items() if sec == wildcards.section}

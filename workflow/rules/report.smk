@@ -107,11 +107,6 @@ if not VALIDATION_ENABLED:  # validation.enabled: false, the stage is not part o
 REPORT_SECTIONS = sorted({sec for sec, _, _ in REPORT_TABLES.values()})
 
 
-def _section_tables(wildcards):
-    """name -> Parquet table of every report table of {section}."""
-    return {name: path for name, (sec, path, _) in REPORT_TABLES.items() if sec == wildcards.section}
-
-
 rule report_tables:
     """Every Parquet table of {section} rendered as HTML, in one job; each HTML file is its own
     report item (pattern {table}.html) with the table's caption (params.captions)."""
