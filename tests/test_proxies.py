@@ -121,6 +121,43 @@ def test_proxy_matches_plain_implementation(space, archs, name):
         assert got == pytest.approx(want, rel=1e-6), (name, arch)
 
 
+def authors_kernel(net, x):
+    """NASWOT's K as the authors write it: per ReLU input, C = (input > 0), K += C C^T + (1-C)(1-C)^T."""
+    codes = []
+    hs = [m.register_forward_hook(lambda m, i, o: codes.append((i[0].reshape(len(x), -1) > 0).double().numpy()))
+          for m in net.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+    with torch.no_grad():
+        net(x)
+    for h in hs:
+        h.remove()
+    return sum(c @ c.T + (1 - c) @ (1 - c).T for c in codes)
+
+
+@pytest.mark.parametrize("float64_codes", [False, True])
+def test_naswot_kernel_equals_the_authors_sum_exactly(space, archs, monkeypatch, float64_codes):
+    """The hooks' K (one comparison and one product per layer, diag and D applied once) is the
+    authors' per-layer sum entry by entry, in the float32 and the float64 code path; an input
+    exactly 0 codes as 0 (ties that differ between samples: a {-1, 0, 1} input to a bare ReLU)."""
+    from tinyevo.proxies import measures
+
+    if float64_codes:
+        monkeypatch.setattr(measures, "NASWOT_FLOAT32_MAX_D", 1)
+    g = torch.Generator().manual_seed(0)
+    ties = torch.randint(-1, 2, (10, 3, 5, 5), generator=g).float()
+    cases = [(nn.Sequential(nn.Identity(), nn.ReLU(), nn.Flatten(), nn.Linear(75, 4), nn.ReLU6()), ties)]
+    x, _ = batch(n=10, seed=2)
+    cases += [(build_net(space, arch, seed=4), x) for arch in (archs[0], archs[-1])]
+    for net, inp in cases:
+        want = authors_kernel(copy.deepcopy(net), inp)
+        kern = measures._NaswotKernel(net, len(inp), inp.device)
+        with torch.inference_mode():
+            net(inp)
+        kern.remove()
+        got = kern.kernel()
+        assert got.dtype == torch.float64 and np.array_equal(got.numpy(), want)
+        assert kern.score() == pytest.approx(float(np.linalg.slogdet(want)[1]), rel=1e-12)
+
+
 def test_fused_pass_equals_each_proxy_alone(space, archs):
     x, y = batch(seed=1)
     for arch in archs[:3]:
@@ -240,6 +277,23 @@ def test_cache_hits_and_misses_by_key(space, archs, tmp_path):
     assert not got["cache_hit"].any() and np.allclose(got["snip"], first["snip"], rtol=0, atol=0)
     assert batch_fingerprint(x, y) != batch_fingerprint(x2, y)
     assert batch_fingerprint(x, y) != batch_fingerprint(x, y.flip(0))
+
+
+def test_deferred_flush_writes_every_flush_every_nets_and_on_request(space, archs, tmp_path):
+    x, y = batch(n=8)
+    cache = tmp_path / "cache"
+    s = ProxyScorer(space, ["params", "macs"], x, y, 1, cache_dir=cache, flush_every=3)
+    for a in archs[:2]:
+        s.score([a], flush=False)
+    assert len(ScoreCache(cache)) == 0 and s.cache.pending == 4
+    s.score([archs[2]], flush=False)  # the third computed net reaches flush_every
+    assert len(ScoreCache(cache)) == 6 and s.cache.pending == 0
+    s.score([archs[3]], flush=False)
+    assert len(ScoreCache(cache)) == 6
+    s.flush()
+    assert len(ScoreCache(cache)) == 8 and len(list(cache.glob("*.parquet"))) == 2
+    s.score([archs[4]])  # the default flushes at the end of the call
+    assert len(ScoreCache(cache)) == 10
 
 
 def test_cache_two_writers_union_and_ignored_temp_files(tmp_path):

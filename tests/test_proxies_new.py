@@ -322,6 +322,10 @@ def test_params_and_macs_equal_the_cost_model(tiny_space, default_space):
         for net in nets:
             assert PROXIES["params"](net, x, y) == c.params
             assert PROXIES["macs"](net, x, y) == c.macs == plain_macs(net, x)
+        # the scorer's path: the NetSpec alone, no net
+        spec = space.netspec(arch)
+        assert PROXIES["params"](spec, x, y) == sum(p.numel() for p in nets[0].parameters())
+        assert PROXIES["macs"](spec, x, y) == plain_macs(nets[0], x)
     # another resolution and input channels (odd sizes through the strided convs)
     from conftest import REPO
 
@@ -343,3 +347,30 @@ def test_params_counts_every_parameter_and_only_those(tiny_space):
     assert PROXIES["params"](net, x, y) == n
     buffers = sum(b.numel() for b in net.buffers())
     assert buffers > 0 and PROXIES["params"](net, x, y) != n + buffers
+
+
+def test_spec_only_proxies_build_no_net(tiny_space, monkeypatch):
+    """params and macs are registered from_spec: a set of only those builds no torch net; a set
+    with naswot builds one net per scored arch; the values are those of the net path."""
+    from tinyevo.proxies import FROM_SPEC, ProxyScorer, scorer
+
+    assert {n for n, v in FROM_SPEC.items() if v} == {"params", "macs"}
+    archs = archs_of(tiny_space)[:3]
+    x, y = batch(n=8, res=16)
+    built = []
+    real = scorer.build_net
+
+    def counting(*a, **kw):
+        built.append(a[1])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(scorer, "build_net", counting)
+    df = ProxyScorer(tiny_space, ["params", "macs"], x, y, seed=0).score(archs)
+    assert built == []
+    for arch, p, m in zip(archs, df["params"], df["macs"]):
+        net = real(tiny_space, arch, 0)
+        assert p == PROXIES["params"](net, x, y) and m == PROXIES["macs"](net, x, y)
+    both = ProxyScorer(tiny_space, ["naswot", "params"], x, y, seed=0).score(archs)
+    assert built == archs
+    assert both["params"].tolist() == df["params"].tolist()
+    assert both["naswot"].tolist() == [PROXIES["naswot"](real(tiny_space, a, 0), x, y) for a in archs]

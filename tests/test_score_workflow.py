@@ -64,3 +64,41 @@ def test_empty_candidate_table_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         rank_stage(cand, cand, ["snip"], None, tmp_path / "r", tmp_path / "n", tmp_path / "s")
     assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "r").exists()
+
+
+def test_shards_are_balanced_disjoint_and_cover_every_net():
+    """Sorted by cost and dealt in boustrophedon order: each shard gets n/S nets (+-1) and nearly
+    the same total cost, where every S-th row of a block-ordered grid does not."""
+    from tinyevo.proxies.stage import shard_rows
+
+    costs = [float(10 ** (i % 8)) for i in range(64)]  # a grid's fastest gene: period 8
+    for shards in (1, 2, 3, 4, 5):
+        parts = [shard_rows(costs, i, shards) for i in range(shards)]
+        assert sorted(sum(parts, [])) == list(range(64))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        assert all(p == sorted(p) for p in parts)
+    parts = [shard_rows(costs, i, 4) for i in range(4)]
+    totals = [sum(costs[j] for j in p) for p in parts]
+    strided = [sum(costs[i::4]) for i in range(4)]
+    assert max(totals) / min(totals) < 1.01 and max(strided) / min(strided) > 50
+    assert shard_rows(costs, 1, 4) == shard_rows(list(costs), 1, 4)  # a pure function of the costs
+    with pytest.raises(ValueError, match="scoring.shards"):
+        shard_rows(costs, 4, 4)
+
+
+def test_gather_and_rank_imports_do_not_load_torch():
+    """tinyevo.proxies resolves its names lazily: the gather and rank jobs (cache, stage, ranking)
+    start without importing torch (about 2 s a job)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from tinyevo.proxies.stage import gather_scores, rank_stage\n"
+            "from tinyevo.proxies import ScoreCache, ranking\n"
+            "from tinyevo.runtime import log_header, setup_logging\n"
+            "print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "workflow")], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "['pandas']"

@@ -7,17 +7,40 @@ the score cache, the sharded scorer, the AVG ranking and the informativeness che
                          device="auto", cache_dir="results/cache/scores").score(archs)
     ranked = ranking.standardise(scores, norm)   # z_<proxy>, avg
     table = informativeness.informativeness_table(seed_scores, names)   # per proxy: eta2, icc
+
+The names below are imported on first use (PEP 562 module ``__getattr__``): a job that needs only
+the cache, the gather or the ranking (pandas) does not pay for importing torch.
 """
 
-from tinyevo.proxies import informativeness, ranking
-from tinyevo.proxies.batch import batch_fingerprint, make_batch
-from tinyevo.proxies.cache import ScoreCache, cache_key
-from tinyevo.proxies.measures import (compute, count_macs, fused_scores, jacob_cov, macs, meco, naswot, params,
-                                      snip, synflow, synflow_relu6, zico)
-from tinyevo.proxies.registry import MIN_BATCH, PROXIES, VERSIONS, check_names, register
-from tinyevo.proxies.scorer import ProxyScorer, build_net, net_seed
+from importlib import import_module
 
-__all__ = ["MIN_BATCH", "PROXIES", "VERSIONS", "ProxyScorer", "ScoreCache", "batch_fingerprint", "build_net",
-           "cache_key", "check_names", "compute", "count_macs", "fused_scores", "informativeness", "jacob_cov",
-           "macs", "make_batch", "meco", "naswot", "net_seed", "params", "ranking", "register", "snip", "synflow",
-           "synflow_relu6", "zico"]
+#: public name -> submodule that defines it (``None``: the name is the submodule itself)
+_EXPORTS = {
+    "informativeness": None, "ranking": None, "measures": None, "registry": None, "scorer": None,
+    "stage": None, "batch": None, "cache": None,
+    "batch_fingerprint": "batch", "make_batch": "batch",
+    "ScoreCache": "cache", "cache_key": "cache",
+    "compute": "measures", "count_macs": "measures", "fused_scores": "measures", "jacob_cov": "measures",
+    "macs": "measures", "meco": "measures", "naswot": "measures", "params": "measures", "snip": "measures",
+    "synflow": "measures", "synflow_relu6": "measures", "zico": "measures",
+    "FROM_SPEC": "registry", "MIN_BATCH": "registry", "PROXIES": "registry", "VERSIONS": "registry",
+    "check_names": "registry", "register": "registry",
+    "ProxyScorer": "scorer", "build_net": "scorer", "net_seed": "scorer",
+}
+
+__all__ = sorted(n for n, m in _EXPORTS.items() if m is not None) + ["informativeness", "ranking"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tinyevo.proxies' has no attribute {name!r}")
+    mod = _EXPORTS[name]
+    value = import_module(f"tinyevo.proxies.{name if mod is None else mod}")
+    if mod is not None:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

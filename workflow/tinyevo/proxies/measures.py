@@ -19,7 +19,9 @@ Registry names and papers:
   Variation on Gradients", ICLR 2023.
 - ``meco``: Jiang, Wang, Bie, "MeCo: Zero-Shot NAS with One Data and Single Forward Pass via
   Minimum Eigenvalue of Correlation", NeurIPS 2023.
-- ``params`` and ``macs``: the cost baselines (parameters; conv + linear MACs per image).
+- ``params`` and ``macs``: the cost baselines (parameters; conv + linear MACs per image),
+  registered ``from_spec``: the scorer computes them from the NetSpec's analytic cost model and
+  builds no torch net for them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyevo.proxies.registry import register
+from tinyevo.space.cost import cost_of
+from tinyevo.space.spec import NetSpec
 
 #: ReLU-like activations whose input codes NASWOT records (ReLU6 included, as in the NASWOT paper's
 #: treatment of any rectifier).
@@ -44,6 +48,9 @@ _EPS = 1e-5
 ZICO_BATCHES = 2
 #: synflow's input/output-gradient scales 2**-k tried in turn when the sum overflows float64.
 SYNFLOW_RESCALE_EXPONENTS = (0, 256, 512, 768)
+#: NASWOT codes of a layer with fewer features than this are multiplied in float32 (a sum of at
+#: most 2**24 products of 0/1 is exact there), wider layers in float64.
+NASWOT_FLOAT32_MAX_D = 2**24
 
 
 def prunable_weights(net: nn.Module) -> list[torch.Tensor]:
@@ -71,31 +78,46 @@ def jacob_cov_from_grad(grad: torch.Tensor) -> float:
 
 # ----- naswot ------------------------------------------------------------------------------------
 class _NaswotKernel:
-    """Forward pre-hooks on every ReLU-like module accumulating K = sum c c^T + (1-c)(1-c)^T over
-    the binary codes c = (input > 0) of the batch, in float64."""
+    """Forward pre-hooks on every ReLU-like module accumulating the NASWOT kernel of the batch
+    (Mellor, Turner, Storkey, Crowley, "Neural Architecture Search without Training", ICML 2021):
+    K = sum over the hooked layers of C C^T + (1 - C)(1 - C)^T, C the (N, d) binary codes
+    (input > 0) of one layer, so K_ij = d - Hamming(c_i, c_j) summed over layers.
+
+    Minimal work per layer: one comparison written straight into a float matrix and one matrix
+    product S_l = C C^T; since C is 0/1, diag(S_l) = r (the row sums) and
+    (1 - C)(1 - C)^T = d - r_i - r_j + S_l, hence K = 2 S - diag(S)_i - diag(S)_j + D with
+    S = sum_l S_l and D = sum_l d, formed once. Every entry is an integer: a float32 product of 0/1
+    codes is exact while d < 2**24 (float64 beyond), and S, D are summed in float64 (exact below
+    2**53), so K equals the authors' per-layer sum exactly, whatever the summation order."""
 
     def __init__(self, net: nn.Module, n: int, device: torch.device):
-        self.k = torch.zeros((n, n), dtype=torch.float64, device=device)
+        self.s = torch.zeros((n, n), dtype=torch.float64, device=device)
+        self.d = 0
         self.handles = [m.register_forward_pre_hook(self._hook) for m in net.modules() if isinstance(m, RELU_LIKE)]
 
     def _hook(self, module: nn.Module, inputs) -> None:
         inp = inputs[0].detach()
-        c = (inp.reshape(inp.shape[0], -1) > 0)
-        d = c.shape[1]
-        # 0/1 products summed over at most d terms are exact in float32 below 2**24.
-        cf = c.to(torch.float32 if d < 2**24 else torch.float64)
-        cc = (cf @ cf.T).double()
-        r = c.sum(dim=1, dtype=torch.float64)
-        # (1-c)(1-c)^T = d - r_i - r_j + (c c^T)_ij
-        self.k += 2.0 * cc - r[:, None] - r[None, :] + float(d)
+        flat = inp.reshape(inp.shape[0], -1)
+        d = int(flat.shape[1])
+        dtype = torch.float32 if d < NASWOT_FLOAT32_MAX_D else torch.float64
+        codes = torch.empty(flat.shape, dtype=dtype, device=flat.device)
+        torch.gt(flat, 0, out=codes)
+        self.s += torch.mm(codes, codes.T)
+        self.d += d
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles = []
 
+    def kernel(self) -> torch.Tensor:
+        """K (float64, N x N) from the accumulated S and D."""
+        r = self.s.diagonal()
+        return 2.0 * self.s - r[:, None] - r[None, :] + float(self.d)
+
     def score(self) -> float:
-        return float(torch.linalg.slogdet(self.k.cpu())[1])
+        """log|det K| (``slogdet``, as the authors' ``hooklogdet``)."""
+        return float(torch.linalg.slogdet(self.kernel().cpu())[1])
 
 
 # ----- meco --------------------------------------------------------------------------------------
@@ -150,11 +172,13 @@ def fused_scores(net: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Iterab
     net.train()
     want_jacob = "jacob_cov" in names
     want_snip = "snip" in names
-    xx = x.detach().clone().requires_grad_(want_jacob)
+    # the batch is copied only when jacob_cov needs its gradient; naswot and meco alone need no
+    # autograd at all (inference mode: no graph, no version counters)
+    xx = x.detach().clone().requires_grad_(True) if want_jacob else x.detach()
     kern = _NaswotKernel(net, x.shape[0], x.device) if "naswot" in names else None
     meco_hooks = _MecoHooks(net) if "meco" in names else None
     try:
-        grad_ctx = torch.enable_grad() if (want_jacob or want_snip) else torch.no_grad()
+        grad_ctx = torch.enable_grad() if (want_jacob or want_snip) else torch.inference_mode()
         with grad_ctx:
             out = net(xx)
     finally:
@@ -404,17 +428,25 @@ def count_macs(net: nn.Module, x: torch.Tensor) -> int:
     return total[0]
 
 
-@register("params")
-def params(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+@register("params", from_spec=True)
+def params(net: nn.Module | NetSpec, x: torch.Tensor, y: torch.Tensor) -> float:
     """Number of trainable parameters (conv and linear weights, classifier bias, BN scale and
-    shift: what ``tinyevo.space.cost.cost_of(spec).params`` counts). Independent of the init."""
+    shift). From a ``NetSpec``: the analytic count ``tinyevo.space.cost.cost_of(spec).params``
+    (no torch net is built); from a net: the sum of its parameters' sizes (the same number,
+    tested). Independent of the init."""
+    if isinstance(net, NetSpec):
+        return float(cost_of(net).params)
     return float(sum(p.numel() for p in net.parameters()))
 
 
-@register("macs")
-def macs(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Conv + linear MACs per image (:func:`count_macs`; equal to ``cost_of(spec).macs``).
-    Independent of the init."""
+@register("macs", from_spec=True)
+def macs(net: nn.Module | NetSpec, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Conv + linear MACs per image. From a ``NetSpec``: the analytic count
+    ``tinyevo.space.cost.cost_of(spec).macs`` (no torch net is built); from a net:
+    :func:`count_macs` (a hooked 1-sample forward; the same number, tested). Independent of the
+    init."""
+    if isinstance(net, NetSpec):
+        return float(cost_of(net).macs)
     return float(count_macs(net, x))
 
 

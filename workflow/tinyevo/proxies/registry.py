@@ -10,11 +10,13 @@ must not change the net's weights. New proxies plug in by name::
 
 Built in (``tinyevo.proxies.measures``, larger is better for all): ``snip``, ``synflow`` (ln of
 the unclamped synaptic flow), ``synflow_relu6`` (the saturated raw sum of the zero-cost-nas code),
-``jacob_cov``, ``naswot``, ``zico``, ``meco``, and the cost baselines ``params`` and ``macs``.
+``jacob_cov``, ``naswot``, ``zico``, ``meco``, and the cost baselines ``params`` and ``macs``
+(registered ``from_spec=True``: computed from the ``NetSpec``, no net built).
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Callable, Dict
 
 import torch
@@ -30,10 +32,17 @@ VERSIONS: Dict[str, int] = {}
 #: smallest data batch a proxy can work with (ZiCo splits the batch in halves of >= 2 samples).
 MIN_BATCH: Dict[str, int] = {}
 
+#: proxies that are a function of the architecture alone: ``fn`` also accepts the ``NetSpec`` in
+#: place of the net, and the scorer passes the spec (no torch net is built for them).
+FROM_SPEC: Dict[str, bool] = {}
 
-def register(name: str, version: int = 1, min_batch: int = 2) -> Callable[[ProxyFn], ProxyFn]:
+
+def register(name: str, version: int = 1, min_batch: int = 2,
+             from_spec: bool = False) -> Callable[[ProxyFn], ProxyFn]:
     """Decorator adding ``fn`` to :data:`PROXIES` under ``name`` (``version``: part of the score
-    cache key; ``min_batch``: the smallest batch it accepts, see :func:`check_names`)."""
+    cache key; ``min_batch``: the smallest batch it accepts, see :func:`check_names`;
+    ``from_spec``: ``fn(spec, x, y)`` with the ``NetSpec`` gives the same value as with the net,
+    see :data:`FROM_SPEC`)."""
     if not isinstance(name, str) or not name:
         raise ValueError("proxy name must be a non-empty string")
 
@@ -43,6 +52,7 @@ def register(name: str, version: int = 1, min_batch: int = 2) -> Callable[[Proxy
         PROXIES[name] = fn
         VERSIONS[name] = int(version)
         MIN_BATCH[name] = int(min_batch)
+        FROM_SPEC[name] = bool(from_spec)
         fn.proxy_name = name  # type: ignore[attr-defined]
         return fn
 
@@ -66,3 +76,9 @@ def check_names(names, batch_size: int | None = None) -> list[str]:
             raise ValueError(f"config key 'proxies.batch_size' = {batch_size} is too small for {sorted(small)}: "
                              f"they need at least {max(small.values())} samples")
     return names
+
+
+# The built-in proxies register themselves when their module is imported; importing it here makes
+# the registry complete whichever module is imported first (measures imports this module at its
+# top, and import_module returns the partly executed module in that case).
+import_module("tinyevo.proxies.measures")

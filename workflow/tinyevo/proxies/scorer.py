@@ -7,6 +7,11 @@ scores are the same in any shard, order, process or stage, whatever the job's th
 CPU the last bits of snip and jacob_cov depend on the intra-op thread count (oneDNN splits its
 reductions by thread; measured at 0.2 % on a default net between 1 and 2 threads), so the thread
 count and the device type are part of a score's cache identity.
+
+Per net the scorer does only what the proxy set needs: proxies registered ``from_spec``
+(``params``, ``macs``) are computed from the NetSpec's analytic cost model, and the torch net is
+built (and initialised) only when some other proxy is missing from the cache; the
+snip/jacob_cov/naswot/meco subset shares one forward pass (``measures.compute``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 from tinyevo.proxies.batch import batch_fingerprint
 from tinyevo.proxies.cache import ScoreCache, cache_key
 from tinyevo.proxies.measures import compute
-from tinyevo.proxies.registry import PROXIES, VERSIONS, check_names
+from tinyevo.proxies.registry import FROM_SPEC, PROXIES, VERSIONS, check_names
 
 log = logging.getLogger("tinyevo.proxies")
 
@@ -39,11 +44,12 @@ def spec_hash(spec) -> str:
     return hashlib.sha256(spec.to_json().encode()).hexdigest()[:20]
 
 
-def build_net(space, arch: str, seed: int, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The freshly initialised torch net of ``arch``, seeded from (seed, arch), in train mode."""
+def build_net(space, arch: str, seed: int, device: torch.device | str = "cpu", spec=None) -> torch.nn.Module:
+    """The freshly initialised torch net of ``arch``, seeded from (seed, arch), in train mode
+    (``spec``: ``space.netspec(arch)`` when the caller has it already)."""
     from tinyevo.space.torch_model import build_torch
 
-    spec = space.netspec(arch)
+    spec = space.netspec(arch) if spec is None else spec
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(net_seed(seed, arch))
         net = build_torch(spec)
@@ -91,20 +97,28 @@ class ProxyScorer:
         }
         self.cache = ScoreCache(cache_dir) if cache_dir is not None else None
         self.flush_every = max(1, int(flush_every))
+        self._since_flush = 0  # nets computed since the cache's last flush
         self.hits = 0     # nets whose every proxy came from the cache (cumulative)
         self.misses = 0   # nets with at least one proxy computed
+
+    def flush(self) -> None:
+        """Write the pending new scores to the cache (one part file; nothing when none)."""
+        if self.cache is not None:
+            self.cache.flush()
+        self._since_flush = 0
 
     def _keys(self, arch: str, net: str) -> dict[str, str]:
         return {n: cache_key(arch, net, n, self.settings[n], self.fingerprint) for n in self.names}
 
-    def score_net(self, arch: str, names: Sequence[str] | None = None) -> dict[str, float]:
+    def score_net(self, arch: str, names: Sequence[str] | None = None, spec=None) -> dict[str, float]:
         """Compute (no cache) ``names`` for one arch; non-finite -> NaN with a warning."""
         names = list(self.names if names is None else names)
+        spec = self.space.netspec(arch) if spec is None else spec
         ambient = torch.get_num_threads()
         if ambient != self.threads:
             torch.set_num_threads(self.threads)
         try:
-            raw = self._compute(arch, names)
+            raw = self._compute(arch, names, spec)
         finally:
             if ambient != self.threads:
                 torch.set_num_threads(ambient)
@@ -117,21 +131,29 @@ class ProxyScorer:
             out[n] = v
         return out
 
-    def _compute(self, arch: str, names: list[str]) -> dict[str, float]:
-        net = build_net(self.space, arch, self.seed, self.device)
+    def _compute(self, arch: str, names: list[str], spec) -> dict[str, float]:
+        """Spec-only proxies from ``spec``; the net is built only for the others."""
+        raw = {n: float(PROXIES[n](spec, self.x, self.y)) for n in names if FROM_SPEC.get(n, False)}
+        rest = [n for n in names if n not in raw]
+        if not rest:
+            return raw
+        net = build_net(self.space, arch, self.seed, self.device, spec=spec)
         try:
-            return compute(net, self.x, self.y, names, PROXIES)
+            raw.update(compute(net, self.x, self.y, rest, PROXIES))
         except torch.linalg.LinAlgError as exc:
             log.warning("proxy linear algebra failed for arch %s (%s): recorded as NaN", arch, exc)
-            raw = {}
-            for n in names:
+            for n in rest:
                 try:
                     raw[n] = compute(net, self.x, self.y, [n], PROXIES)[n]
                 except torch.linalg.LinAlgError:
                     raw[n] = float("nan")
-            return raw
+        return raw
 
-    def score(self, archs: Sequence[str], progress: bool = False) -> pd.DataFrame:
+    def score(self, archs: Sequence[str], progress: bool = False, flush: bool = True) -> pd.DataFrame:
+        """Scores of ``archs`` (cache first). New scores are written to the cache every
+        ``flush_every`` computed nets and, with ``flush`` (the default), at the end of the call;
+        a caller scoring a few nets per call (the evolution) may pass ``flush=False`` and call
+        :meth:`flush` when done: a part file per call costs more than a small net's proxies."""
         archs = list(archs)
         if self.cache is not None:
             self.cache.refresh()
@@ -142,13 +164,13 @@ class ProxyScorer:
             from tinyevo.runtime import progress as pbar
 
             it = pbar(unique, desc="proxies", unit="net")
-        computed_since_flush = 0
         try:
             for arch in it:
                 if not isinstance(arch, str):
                     raise ValueError(f"architecture must be a string, got {arch!r}")
                 spec = self.space.netspec(arch)
-                keys = self._keys(arch, spec_hash(spec))
+                net = spec_hash(spec)
+                keys = self._keys(arch, net)
                 vals: dict[str, float] = {}
                 if self.cache is not None:
                     for n, k in keys.items():
@@ -156,24 +178,22 @@ class ProxyScorer:
                             vals[n] = self.cache.get(k)
                 missing = [n for n in self.names if n not in vals]
                 if missing:
-                    new = self.score_net(arch, missing)
+                    new = self.score_net(arch, missing, spec=spec)
                     vals.update(new)
                     if self.cache is not None:
-                        net = spec_hash(spec)
                         for n in missing:
                             self.cache.put(keys[n], new[n], arch=arch, net=net, proxy=n,
                                            settings=self.settings[n], fingerprint=self.fingerprint)
-                        computed_since_flush += 1
-                        if computed_since_flush >= self.flush_every:
-                            self.cache.flush()
-                            computed_since_flush = 0
+                        self._since_flush += 1
+                        if self._since_flush >= self.flush_every:
+                            self.flush()
                     self.misses += 1
                 else:
                     self.hits += 1
                 done[arch] = (vals, not missing)
         finally:
-            if self.cache is not None:
-                self.cache.flush()
+            if flush:
+                self.flush()
         rows = [{"arch": a, **{n: done[a][0][n] for n in self.names}, "cache_hit": done[a][1]} for a in archs]
         df = pd.DataFrame(rows, columns=["arch", *self.names, "cache_hit"])
         df = df.astype({**{n: "float64" for n in self.names}, "cache_hit": "bool"})

@@ -26,12 +26,33 @@ def _candidates(path) -> pd.DataFrame:
     return cand
 
 
-def shard_rows(n: int, shard: int, shards: int) -> slice:
-    """Rows of shard ``shard`` of ``shards``: every ``shards``-th row (balances big/small nets,
-    which the grid orders in blocks)."""
+def shard_rows(costs: Sequence[float], shard: int, shards: int) -> list[int]:
+    """Row positions of shard ``shard`` of ``shards``: the rows sorted by ``costs`` (largest
+    first, ties in row order) and dealt out in boustrophedon order (0, 1, .., S-1, S-1, .., 1, 0,
+    0, 1, ..), so every shard gets the same number of nets (+-1) and nearly the same total cost
+    (the grid orders nets in blocks of similar size, so every S-th row would give some shards
+    only the small end of a gene). Returned in row order. A pure function of the costs: the
+    shards, hence the tables, do not depend on the core count."""
+    shards, shard = int(shards), int(shard)
+    if shards < 1:
+        raise ValueError(f"config key 'scoring.shards' must be >= 1, got {shards}")
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is outside 0..{shards - 1} (config key 'scoring.shards' = {shards})")
-    return slice(shard, n, shards)
+    order = sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i))
+    mine = [pos for rank, pos in enumerate(order)
+            if (rank % shards if (rank // shards) % 2 == 0 else shards - 1 - rank % shards) == shard]
+    return sorted(mine)
+
+
+def shard_costs(cand: pd.DataFrame, space) -> list[float]:
+    """The scoring cost estimate of every candidate: its MACs per image (the ``macs`` column, else
+    the analytic cost model of its NetSpec); the forward of the batch, hence a net's proxy time,
+    grows with it."""
+    if "macs" in cand.columns:
+        return [float(v) for v in cand["macs"]]
+    from tinyevo.space.cost import cost_of
+
+    return [float(cost_of(space.netspec(a)).macs) for a in cand["arch"]]
 
 
 def score_shard(candidates_path, data_dir, out_path, shard: int, shards: int, proxies: Mapping[str, Any],
@@ -47,13 +68,17 @@ def score_shard(candidates_path, data_dir, out_path, shard: int, shards: int, pr
     threads = int(proxies.get("threads", 1))
     set_threads(threads)
     cand = _candidates(candidates_path)
-    part = cand.iloc[shard_rows(len(cand), int(shard), int(shards))]
     space = SearchSpace.from_config(search_space)
+    costs = shard_costs(cand, space)
+    rows = shard_rows(costs, int(shard), int(shards))
+    part = cand.iloc[rows]
     names = list(proxies["names"])
     x, y = make_batch(data_dir, int(proxies["batch_size"]), int(proxies["seed"]))
     scorer = ProxyScorer(space, names, x, y, int(proxies["seed"]), device=device, cache_dir=cache_dir,
                          threads=threads)
-    log_header(log, "score", {"shard": f"{int(shard) + 1} of {int(shards)}", "nets": len(part),
+    work = sum(costs[i] for i in rows) / max(sum(costs), 1.0)
+    log_header(log, "score", {"shard": f"{int(shard) + 1} of {int(shards)}",
+                              "nets": f"{len(part)} ({100 * work:.1f} % of the MACs)",
                               "proxies": names, "batch": tuple(x.shape), "seed": proxies["seed"],
                               "device": scorer.device, "threads": scorer.threads, "cache": f"{cache_dir} ({len(scorer.cache)} scores)",
                               "data batch": scorer.fingerprint[:16]})
