@@ -45,8 +45,8 @@ def _init_worker(args: Mapping[str, Any]) -> None:
                                     cache_dir=args["cache_dir"], threads=threads)
 
 
-def _score_chunk(archs: list[str]) -> pd.DataFrame:
-    return _WORKER["scorer"].score(archs)
+def _score_chunk(archs: list[str], flush: bool = True) -> pd.DataFrame:
+    return _WORKER["scorer"].score(archs, flush=flush)
 
 
 class ProxyEvaluator:
@@ -80,8 +80,8 @@ class ProxyEvaluator:
             parts = self.pool.map(_score_chunk, chunks)
             df = pd.concat(parts, ignore_index=True).drop_duplicates("arch").set_index("arch").loc[archs]
             df = df.reset_index()
-        else:
-            df = _score_chunk(archs)
+        else:  # the cache is written every flush_every children and on close, not once per cycle
+            df = _score_chunk(archs, flush=False)
         self.scored += len(df)
         self.scorer_cache_hits += int(df["cache_hit"].sum())
         return self.standardise(df, self.norm)
@@ -91,6 +91,8 @@ class ProxyEvaluator:
             self.pool.close()
             self.pool.join()
             self.pool = None
+        elif "scorer" in _WORKER:
+            _WORKER["scorer"].flush()
 
     def __enter__(self):
         return self
@@ -100,6 +102,8 @@ class ProxyEvaluator:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
+        elif "scorer" in _WORKER:
+            _WORKER["scorer"].flush()  # what was scored stays cached, also when the loop failed
 
 
 def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, history_out, population_out,
