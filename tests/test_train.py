@@ -347,3 +347,19 @@ def test_batch_of_one_joins_previous_batch():
     x, y = toy_data(17, res=4)
     hist = fit(model, (x, y), None, STATS, {**SETTINGS, "epochs": 1}, progress=False)
     assert np.isfinite(hist["train_loss"].iloc[0])
+
+
+def test_cuda_device_visible_reads_dev_nodes_and_the_visible_list(tmp_path):
+    """The parse-time check that sizes the trainings' gpu resource (gpu=0 on a CPU machine, so
+    they run side by side)."""
+    from tinyevo.runtime import cuda_device_visible
+
+    assert not cuda_device_visible(str(tmp_path), env={})
+    (tmp_path / "nvidiactl").touch()  # the control node alone is no device
+    assert not cuda_device_visible(str(tmp_path), env={})
+    (tmp_path / "nvidia0").touch()
+    assert cuda_device_visible(str(tmp_path), env={})
+    assert cuda_device_visible(str(tmp_path), env={"CUDA_VISIBLE_DEVICES": "0"})
+    assert not cuda_device_visible(str(tmp_path), env={"CUDA_VISIBLE_DEVICES": ""})
+    assert not cuda_device_visible(str(tmp_path), env={"CUDA_VISIBLE_DEVICES": "-1"})
+    assert not cuda_device_visible(str(tmp_path / "missing"), env={})

@@ -24,10 +24,19 @@ def bench_of(stage, name="main"):
 from tinyevo.train.classes import class_subset as _class_subset
 
 
+from tinyevo.runtime import cuda_device_visible as _cuda_visible
+
+
 def _train_gpu():
-    """gpu=1 so a cluster profile puts the job on a GPU node; 0 when the config pins a non-CUDA
-    device. Snakemake limits `gpu` only when it is given on the command line or in a profile."""
-    return 0 if config["compute"]["device"] in ("cpu", "mps") else 1
+    """gpu=1 for a job that trains on CUDA: compute.device cuda, or auto on a machine that shows
+    an NVIDIA device (profiles/default then runs one such job at a time, one GPU per machine). On
+    a CPU-only machine 0, so the trainings run side by side on the cores. Snakemake limits `gpu`
+    only when it is given on the command line or in a profile; profiles/slurm sets it per rule,
+    whatever the submit host has."""
+    dev = config["compute"]["device"]
+    if dev in ("cpu", "mps"):
+        return 0
+    return 1 if dev.startswith("cuda") or _cuda_visible() else 0
 
 
 def _train_settings(epochs=None, seed=None):

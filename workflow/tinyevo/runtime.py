@@ -128,6 +128,21 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def cuda_device_visible(dev_dir: str = "/dev", env: Mapping[str, str] | None = None) -> bool:
+    """Whether this machine shows an NVIDIA device to its processes, without importing torch (the
+    workflow asks at parse time, to size the ``gpu`` resource): a ``/dev/nvidia<N>`` node, and
+    ``CUDA_VISIBLE_DEVICES`` not set to an empty or negative list."""
+    env = os.environ if env is None else env
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and (visible.strip() == "" or visible.strip().startswith("-")):
+        return False
+    try:
+        names = os.listdir(dev_dir)
+    except OSError:
+        return False
+    return any(n.startswith("nvidia") and n[6:].isdigit() for n in names)
+
+
 def pick_device(requested: str = "auto"):
     """Resolve ``compute.device``: ``auto`` picks CUDA when present, then CPU."""
     import torch
