@@ -203,6 +203,13 @@ def test_finalists_and_choice():
     zero = choose(selected, empty_finalists())  # final_round.k = 0
     assert zero["arch"].tolist() == ["x1", "y1"] and set(zero["source"]) == {"zero_cost"}
     assert zero["val_acc"].isna().all()
+    # NC without a round but with nc_limits: the best-scored trainable net within them, not the
+    # evolution's unbounded pick (y1); C keeps the evolution's
+    hist = pd.DataFrame({"arch": ["big", "mid", "small"], "score": [9.0, 5.0, 1.0], "trainable": True,
+                         "feasible": False, "params": [900, 90, 9], "macs": [9000, 900, 90]})
+    lim = choose(selected, empty_finalists(), hist, {"max_params": 100, "max_macs": None})
+    assert lim["arch"].tolist() == ["x1", "mid"] and set(lim["source"]) == {"zero_cost"}
+    assert choose(selected, empty_finalists(), hist, None)["arch"].tolist() == ["x1", "y1"]
 
 
 def test_chosen_arch_reads_the_choice_table(tmp_path):

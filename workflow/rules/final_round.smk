@@ -129,6 +129,7 @@ rule final_round_choice:
     without a final round)."""
     input:
         selected=f"{EVO_DIR}/selected.parquet",
+        history=f"{EVO_DIR}/history.parquet",
         candidates=[FINAL_PATHS["candidates"].format(net=n) for n in FINAL_NETS],
         rounds=[FINAL_PATHS["round"].format(net=n, round=r) for n in FINAL_NETS for r in range(len(FINAL_EPOCHS))],
     output:
@@ -138,6 +139,7 @@ rule final_round_choice:
         nets=FINAL_NETS,
         rounds=len(FINAL_EPOCHS),
         keep=FINAL["keep"],
+        nc_limits=FINAL["nc_limits"],
     log:
         log_of("final_round", "choice"),
     benchmark:

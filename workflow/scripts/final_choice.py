@@ -17,4 +17,5 @@ nets, n_rounds = list(sm.params.nets), int(sm.params.rounds)
 rounds = list(sm.input.rounds)
 run_choice(selected=sm.input.selected, candidates=dict(zip(nets, sm.input.candidates)),
            rounds={n: rounds[i * n_rounds:(i + 1) * n_rounds] for i, n in enumerate(nets)}, keep=sm.params.keep,
-           out_finalists=sm.output.finalists, out_choice=sm.output.choice, logger=log)
+           out_finalists=sm.output.finalists, out_choice=sm.output.choice, history=sm.input.history,
+           nc_limits=sm.params.nc_limits, logger=log)

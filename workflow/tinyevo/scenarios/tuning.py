@@ -111,9 +111,9 @@ class BatchLearner(OnDeviceLearner):
     def __init__(self, W, b, lrs, scale: float, zero_point: int, capacity: int, losses):
         from tinyevo.tybox.reference import LOSSES
 
-        self.W = np.array(W, np.float32)  # (G, F, C)
+        self.Wt = np.ascontiguousarray(np.asarray(W, np.float32).transpose(0, 2, 1))  # (G, C, F)
         self.b = np.array(b, np.float32)  # (G, C)
-        self.G, self.F, self.C = self.W.shape
+        self.G, self.C, self.F = self.Wt.shape
         losses = [losses] * self.G if isinstance(losses, str) else list(losses)
         bad = sorted({v for v in losses if v not in LOSSES})
         if bad or len(losses) != self.G:
@@ -129,6 +129,11 @@ class BatchLearner(OnDeviceLearner):
         self.buf_y = np.zeros((self.G, self.capacity), np.int64)
         self.head = self.count = 0
         self.rows = np.arange(self.G)
+
+    @property
+    def W(self) -> np.ndarray:
+        """The G classifier kernels (G, F, C), a view of ``Wt`` (the reference's layout)."""
+        return self.Wt.transpose(0, 2, 1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(G, N, F) or (N, F) dequantised features -> (G, N) predicted classes."""
@@ -154,7 +159,7 @@ class BatchLearner(OnDeviceLearner):
     def _step(self, x: np.ndarray, labels: np.ndarray) -> None:
         from tinyevo.tybox.reference import softmax
 
-        y = softmax((np.matmul(x[:, None, :], self.W)[:, 0, :] + self.b).astype(np.float32))
+        y = softmax((np.matmul(self.Wt, x[:, :, None])[:, :, 0] + self.b).astype(np.float32))
         e = -y
         e[self.rows, labels] += np.float32(1.0)
         delta = e
@@ -164,7 +169,7 @@ class BatchLearner(OnDeviceLearner):
                 s[g, 0] = np.dot(y[g], e[g])
             delta = np.where(self.is_mse, y * (e - s), e)
         delta = (delta * self.lr).astype(np.float32)
-        self.W += x[:, :, None] * delta[:, None, :]
+        self.Wt += delta[:, :, None] * x[:, None, :]
         self.b += delta
 
 

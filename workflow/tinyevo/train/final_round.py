@@ -505,36 +505,47 @@ def zero_cost_choice(selected: pd.DataFrame, net: str) -> dict:
     return {"net": net, "arch": str(rows["arch"].iloc[0]), "source": "zero_cost", "val_acc": np.nan}
 
 
-def choose(selected: pd.DataFrame, finalists: pd.DataFrame) -> pd.DataFrame:
+def choose(selected: pd.DataFrame, finalists: pd.DataFrame, history: pd.DataFrame | None = None,
+           nc_limits: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per net in C, NC (:data:`CHOICE_COLUMNS`): the chosen finalist (source
     ``final_round``, its last-round validation accuracy) for the nets of the final round, the
-    evolution's zero-cost pick (source ``zero_cost``, NaN accuracy) for the others."""
+    zero-cost pick (source ``zero_cost``, NaN accuracy) for the others: the evolution's, except
+    for an NC with ``final_round.nc_limits``, which is the best-scored net of the history within
+    those limits (the pool its final round would have had; the evolution's own NC is bounded by
+    nothing and on 8x8 digits grew a 512-channel stage)."""
     rows = []
+    limited = history is not None and bool(_check_nc_limits(nc_limits))
     for net in NETS:
         mine = finalists[(finalists["net"] == net) & finalists["chosen"].astype(bool)]
         if len(mine):
             last = mine.sort_values("round", kind="mergesort").iloc[-1]
             rows.append({"net": net, "arch": str(last["arch"]), "source": "final_round",
                          "val_acc": float(last["val_acc"])})
+        elif net == "NC" and limited:
+            top = select_candidates(history, net, 1, nc_limits)
+            rows.append({"net": net, "arch": str(top["arch"].iloc[0]), "source": "zero_cost", "val_acc": np.nan})
         else:
             rows.append(zero_cost_choice(selected, net))
     return pd.DataFrame.from_records(rows, columns=CHOICE_COLUMNS).astype({"val_acc": "float64", "arch": "object"})
 
 
 def run_choice(*, selected: str, candidates: Mapping[str, str], rounds: Mapping[str, Sequence[str]], keep: float,
-               out_finalists: str, out_choice: str, logger: logging.Logger | None = None) -> pd.DataFrame:
+               out_finalists: str, out_choice: str, history: str | None = None,
+               nc_limits: Mapping[str, Any] | None = None, logger: logging.Logger | None = None) -> pd.DataFrame:
     """The rule ``final_round_choice``: finalists of every net of the final round (``candidates``
     / ``rounds``: net -> candidates table / gathered round tables in round order; both empty
-    for ``final_round.k = 0``) and the choice table."""
+    for ``final_round.k = 0``) and the choice table (``history`` and ``nc_limits``: see
+    :func:`choose`)."""
     log = logger or LOG
     sel = read_parquet(selected, "evolution selection table")
+    hist = read_parquet(history, "evolution history") if history is not None else None
     parts = []
     for net in NETS:
         if net in candidates:
             parts.append(finalists_of(net, read_parquet(candidates[net], "final-round candidates"),
                                       [read_parquet(p, "final-round table") for p in rounds[net]], keep))
     finalists = pd.concat(parts, ignore_index=True) if parts else empty_finalists()
-    choice = choose(sel, finalists)
+    choice = choose(sel, finalists, hist, nc_limits)
     write_parquet(finalists, out_finalists)
     write_parquet(choice, out_choice)
     for r in choice.itertuples():

@@ -8,6 +8,11 @@ dequantised ``(q - zero_point) * scale`` in float32. Losses: ``mse_softmax`` (L 
 on the softmax output: delta = J_softmax (t - y)) and ``cross_entropy`` (delta = t - y on the
 logits); update W += x (lr * delta)^T, b += lr * delta. With scale 1 and zero point 0 it runs on
 float features too (the float baseline of the scenarios).
+
+The weights are held transposed, ``Wt`` (C, F) C-contiguous (``W`` is its (F, C) view): one
+update is then C contiguous rows of F products, which numpy runs about 3x faster than F rows of
+C, and the batched sweep learner (``tinyevo.scenarios.tuning.BatchLearner``) computes exactly the
+same float32 operations on a stack of such matrices.
 """
 
 from __future__ import annotations
@@ -38,9 +43,9 @@ class OnDeviceLearner:
             raise ValueError(f"tybox.loss must be one of {LOSSES}, got {loss!r}")
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
-        self.W = np.array(kernel, dtype=np.float32)
+        self.Wt = np.ascontiguousarray(np.asarray(kernel, dtype=np.float32).T)  # (C, F)
         self.b = np.array(bias, dtype=np.float32)
-        self.F, self.C = self.W.shape
+        self.C, self.F = self.Wt.shape
         self.scale = np.float32(scale)
         self.zp = int(zero_point)
         self.capacity = int(capacity)
@@ -51,11 +56,17 @@ class OnDeviceLearner:
         self.head = 0
         self.count = 0
 
+    @property
+    def W(self) -> np.ndarray:
+        """The classifier kernel (F, C), a view of ``Wt``."""
+        return self.Wt.T
+
     def dequantise(self, q) -> np.ndarray:
         return dequantise(q, self.scale, self.zp)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return softmax((x @ self.W + self.b).astype(np.float32))
+        """Softmax of the logits of (N, F) features."""
+        return softmax((x @ self.Wt.T + self.b).astype(np.float32))
 
     def predict(self, q) -> np.ndarray | int:
         x = self.dequantise(q)
@@ -63,7 +74,7 @@ class OnDeviceLearner:
         return int(y[0]) if np.ndim(q) == 1 else y
 
     def _step(self, x: np.ndarray, label: int) -> None:
-        y = self.forward(x[None])[0]
+        y = softmax((self.Wt @ x + self.b).astype(np.float32))
         t = np.zeros(self.C, np.float32)
         t[label] = 1.0
         e = (t - y).astype(np.float32)
@@ -73,7 +84,7 @@ class OnDeviceLearner:
         else:
             delta = e
         delta = (delta * self.lr).astype(np.float32)
-        self.W += np.outer(x, delta).astype(np.float32)
+        self.Wt += np.outer(delta, x).astype(np.float32)
         self.b += delta
 
     def push_and_train(self, q, label: int) -> None:
