@@ -472,3 +472,16 @@ def test_snakemake_data_stage_digits(tmp_path, make_config):
     # nothing to do on a second run
     proc = run_snakemake(work, path, targets=targets, extra=["-n"])
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_numpy_normalisation_equals_the_torch_one_for_every_pixel_value():
+    """The torch-free normalisation of the scenario and compress jobs is to_tensor's, bit for bit."""
+    from tinyevo.data import normalised_nhwc
+
+    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    mean, std = np.array([0.1307, 0.5, 0.9], np.float32), np.array([0.3081, 0.0, 0.25], np.float32)
+    ref = to_tensor(x, mean, std).numpy().transpose(0, 2, 3, 1)
+    out = normalised_nhwc(x, mean, std)
+    assert out.dtype == np.float32 and np.array_equal(out, ref)
+    with pytest.raises(DataError, match="one mean/std per channel"):
+        normalised_nhwc(x, mean[:2], std[:2])

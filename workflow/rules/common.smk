@@ -39,6 +39,17 @@ def _train_gpu():
     return 1 if dev.startswith("cuda") or _cuda_visible() else 0
 
 
+# Scheduling: after the final round the branches C, C-inc, C-src (train -> compress -> tybox ->
+# scenarios) and NC (train only) compete for the cores. The longest chains go first, NC last: it
+# is a leaf and fills the gaps. Priorities only order runnable jobs; the tables do not change.
+_BRANCH_PRIORITY = {"C": 30, "C-inc": 30, "C-src": 20, "NC": 0}
+
+
+def _branch_priority(wildcards):
+    net = wildcards.get("net") or _SCEN_NET[wildcards.scenario]
+    return _BRANCH_PRIORITY.get(net, 0)
+
+
 def _train_settings(epochs=None, seed=None):
     """The `train` section as fit() settings; horizontal flips only for natural images."""
     s = dict(config["train"])

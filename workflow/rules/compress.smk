@@ -36,6 +36,7 @@ rule compress:
         bench_of("compress", "{net}"),
     conda:
         env("tf")
+    priority: _branch_priority
     threads: config["compress"]["threads"]
     resources:
         mem_mb=4000,

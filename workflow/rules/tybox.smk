@@ -20,6 +20,7 @@ rule tybox:
         bench_of("tybox", "{net}"),
     conda:
         env("tf")
+    priority: _branch_priority
     threads: 2
     resources:
         mem_mb=2000,

@@ -15,7 +15,8 @@ log_header(log, "scenario tuning", {"scenario": sm.wildcards.scenario, "variant"
                                      "stream_length": sc["stream_length"], "eval_size": sc["eval_size"],
                                      "change_point": sc["change_point"], "ram_bytes": sm.params.device["ram_bytes"],
                                      "device": sm.params.compute_device})
-set_threads(sm.params.torch_threads)  # fixed: results do not depend on --cores
+if sm.wildcards.variant == "float":  # the others run the C++ harness and numpy: no torch
+    set_threads(sm.params.torch_threads)  # fixed: results do not depend on --cores
 
 from tinyevo.scenarios.stage import run_tune_job  # noqa: E402
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tinyevo.compress.budget import BudgetError, choose_step, spec_memory
+from tinyevo.data.store import normalised_nhwc
 from tinyevo.compress.prune import next_unit, prune_unit, unit_width, units_of
 from tinyevo.space.cost import cost_of
 from tinyevo.space.spec import NetSpec
@@ -112,16 +113,6 @@ def pruning_table(steps: list[Step], chosen: int | None) -> pd.DataFrame:
     df["chosen"] = [i == chosen for i in range(len(steps))]
     return df[PRUNING_COLUMNS]
 
-
-def normalised_nhwc(x_uint8, mean, std, batch: int = 2048) -> np.ndarray:
-    """uint8 NHWC -> float32 NHWC normalised like the torch input (``tinyevo.data.to_tensor``)."""
-    from tinyevo.data import to_tensor
-
-    x = np.asarray(x_uint8)
-    out = np.empty(x.shape, dtype=np.float32)
-    for s in range(0, len(x), batch):
-        out[s:s + batch] = to_tensor(x[s:s + batch], mean, std).numpy().transpose(0, 2, 3, 1)
-    return out
 
 
 @dataclass

@@ -20,9 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from tinyevo.data.errors import DataError
-from tinyevo.data.store import SPLITS, load_split, load_stats, output_names, to_tensor
+from tinyevo.data.store import SPLITS, load_split, load_stats, normalised_nhwc, output_names, to_tensor
 
-__all__ = ["DataError", "SPLITS", "load_split", "load_stats", "to_tensor", "output_names", "prepare"]
+__all__ = ["DataError", "SPLITS", "load_split", "load_stats", "normalised_nhwc", "to_tensor", "output_names",
+           "prepare"]
 
 
 def prepare(cfg_dataset: dict, out_dir, threads: int = 1, log: Any = None) -> dict:

@@ -65,6 +65,19 @@ def load_stats(data_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return df["mean"].to_numpy(np.float32), df["std"].to_numpy(np.float32)
 
 
+def normalised_nhwc(x_uint8: Any, mean: Any, std: Any) -> np.ndarray:
+    """uint8 NHWC -> float32 NHWC ``(x / 255 - mean) / std`` in numpy, without torch: the same
+    float32 operations as :func:`to_tensor` (a test holds them equal for every pixel value), for
+    the jobs that feed the int8 feature extractor and never load torch."""
+    x = np.asarray(x_uint8)
+    mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+    std = np.asarray(std, dtype=np.float32).reshape(-1)
+    if x.ndim != 4 or mean.shape != (x.shape[-1],) or std.shape != (x.shape[-1],):
+        raise DataError(f"normalised_nhwc expects NHWC images and one mean/std per channel, got shape {x.shape} "
+                        f"and {mean.size}/{std.size} values")
+    return (x.astype(np.float32) / np.float32(255.0) - mean) / np.maximum(std, np.float32(STD_EPS))
+
+
 def to_tensor(x_uint8: Any, mean: Any, std: Any):
     """uint8 NHWC (or one HWC image) -> float32 NCHW torch tensor, ``(x / 255 - mean) / std``."""
     import torch

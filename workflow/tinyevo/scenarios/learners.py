@@ -23,19 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyevo.data.store import normalised_nhwc  # noqa: F401 (re-exported: bench/ondevice.py)
+
 from .setup import Scenario, ScenarioError
 
 LOG = logging.getLogger("tinyevo.scenarios")
-
-
-def normalised_nhwc(x_uint8: np.ndarray, mean, std, batch: int = 1024) -> np.ndarray:
-    """uint8 NHWC -> float32 NHWC normalised exactly like the training input."""
-    from tinyevo.data import to_tensor
-
-    out = np.empty(x_uint8.shape, np.float32)
-    for s in range(0, len(x_uint8), batch):
-        out[s:s + batch] = to_tensor(x_uint8[s:s + batch], mean, std).numpy().transpose(0, 2, 3, 1)
-    return out
 
 
 def quantise(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
