@@ -7,8 +7,8 @@ pipeline up to the training stage.
         snakemake --cores 2 results/train/C/metrics.parquet results/validation/correlations.parquet
         in a fresh temporary directory (everything from the data stage on; takes minutes)
 
-The net is the `phase == after` C row of results/evolution/selected.parquet when that file
-exists (``--results``), else the feasible candidate of the configured space with the most MACs
+The net is the one the train stage trains, from results/evolution/choice.parquet when that file
+exists (``--results``), else the `phase == after` row of results/evolution/selected.parquet, else the feasible candidate of the configured space with the most MACs
 (cost model + ``constraints:``), the usual shape of an evolution winner. Data are random uint8
 images of the configured resolution (throughput does not depend on the pixel values).
 """
@@ -39,6 +39,11 @@ from tinyevo.train.loop import evaluate, fit  # noqa: E402
 
 def pick_arch(cfg, results: Path, net: str) -> tuple[str, str]:
     space = space_from_config(cfg)
+    choice = results / "evolution" / "choice.parquet"
+    if choice.is_file():  # the net the train stage trains (final-round winner or zero-cost pick)
+        from tinyevo.train.stage import chosen_arch
+
+        return chosen_arch(choice, net), f"{choice} ({net})"
     sel = results / "evolution" / "selected.parquet"
     if sel.is_file():
         from tinyevo.train.stage import selected_arch

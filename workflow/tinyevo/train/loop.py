@@ -139,10 +139,11 @@ MEMORY_FORMAT = torch.channels_last
 
 
 def channels_last(model: nn.Module) -> nn.Module:
-    """The model's 4-d weights in channels-last (NHWC) strides (:data:`MEMORY_FORMAT`), the
-    layout the input batches have: oneDNN's depthwise and 1x1 convolutions run faster so on the
-    CPU (training images/s of the default C net, ``python bench/train.py --layouts``), cuDNN's
-    with AMP as well. Values are unchanged; :func:`fit` returns the model in the default layout."""
+    """The model's 4-d weights in :data:`MEMORY_FORMAT` strides (channels-last, NHWC), the layout
+    the input batches have. On this project's CPU nets it makes no consistent difference (per
+    net 0.8x to 1.6x against NCHW, geometric mean 1.02x; ``python bench/train.py --layouts``);
+    cuDNN with AMP prefers it. Values are unchanged up to the convolutions' rounding; :func:`fit`
+    returns the model in the default layout."""
     return model.to(memory_format=MEMORY_FORMAT)
 
 
