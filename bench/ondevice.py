@@ -38,7 +38,8 @@ from tinyevo.config import load_config  # noqa: E402
 from tinyevo.io import atomic_write_text, write_parquet  # noqa: E402
 from tinyevo.runtime import setup_logging  # noqa: E402
 from tinyevo.scenarios import scenario_from_config  # noqa: E402
-from tinyevo.scenarios.learners import HarnessLearner, normalised_nhwc  # noqa: E402
+from tinyevo.data import normalised_nhwc  # noqa: E402
+from tinyevo.scenarios.learners import HarnessLearner  # noqa: E402
 from tinyevo.scenarios.streams import draw, held_out_pool  # noqa: E402
 from tinyevo.scenarios.tuning import initial_classifier  # noqa: E402
 from tinyevo.tybox.reference import OnDeviceLearner, softmax  # noqa: E402

@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
 
     from tinyevo.compress.quantize import Int8FE, convert_int8
     from tinyevo.data import load_split, load_stats, prepare, to_tensor
-    from tinyevo.scenarios.learners import normalised_nhwc
+    from tinyevo.data import normalised_nhwc
     from tinyevo.space import space_from_config
     from tinyevo.space.torch_model import build_torch, save_model
     from tinyevo.tybox import codegen, harness

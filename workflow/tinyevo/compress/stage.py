@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from tinyevo.compress.budget import BudgetError, choose_step, spec_memory
-from tinyevo.data.store import normalised_nhwc
 from tinyevo.compress.prune import next_unit, prune_unit, unit_width, units_of
+from tinyevo.data.store import normalised_nhwc
 from tinyevo.space.cost import cost_of
 from tinyevo.space.spec import NetSpec
 
@@ -112,7 +112,6 @@ def pruning_table(steps: list[Step], chosen: int | None) -> pd.DataFrame:
     df = pd.DataFrame([s.row for s in steps])
     df["chosen"] = [i == chosen for i in range(len(steps))]
     return df[PRUNING_COLUMNS]
-
 
 
 @dataclass

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyevo.data.store import normalised_nhwc  # noqa: F401 (re-exported: bench/ondevice.py)
-
 from .setup import Scenario, ScenarioError
 
 LOG = logging.getLogger("tinyevo.scenarios")
@@ -122,8 +120,9 @@ class HarnessLearner:
         return W, b, float(self.info["feature_scale"]), int(self.info["feature_zero_point"])
 
     def run(self, stream_x, stream_y, eval_x, eval_y, settings=None) -> dict:
-        """The evaluation run (int8 features from :meth:`prepare`) through the compiled harness with ``settings`` (lr, loss, start of
-        the new-class rows; default the scenario's lr and loss, rows as trained)."""
+        """The evaluation run on the int8 features of :meth:`prepare` through the compiled harness
+        with ``settings`` (lr, loss, start of the new-class rows; default the scenario's lr and
+        loss, rows as trained)."""
         from .tuning import Settings, initial_classifier
 
         st = settings or Settings(self.scenario.lr, self.scenario.loss)

@@ -18,7 +18,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .learners import FloatLearner, HarnessLearner, buffer_length, normalised_nhwc
+from tinyevo.data.store import normalised_nhwc
+
+from .learners import FloatLearner, HarnessLearner, buffer_length
 from .setup import VARIANTS, Scenario, ScenarioError, scenario_from_config
 from .streams import check_pool, draw, held_out_pool, validation_pool
 from .tuning import Settings, chosen_settings, grid, sweep

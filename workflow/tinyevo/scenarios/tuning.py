@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tinyevo.tybox.reference import OnDeviceLearner
+from tinyevo.tybox.reference import LOSSES, OnDeviceLearner, softmax
 
 from .setup import Scenario, ScenarioError
 
@@ -109,8 +109,6 @@ class BatchLearner(OnDeviceLearner):
     features and returns (G, N) classes."""
 
     def __init__(self, W, b, lrs, scale: float, zero_point: int, capacity: int, losses):
-        from tinyevo.tybox.reference import LOSSES
-
         self.Wt = np.ascontiguousarray(np.asarray(W, np.float32).transpose(0, 2, 1))  # (G, C, F)
         self.b = np.array(b, np.float32)  # (G, C)
         self.G, self.C, self.F = self.Wt.shape
@@ -118,8 +116,8 @@ class BatchLearner(OnDeviceLearner):
         bad = sorted({v for v in losses if v not in LOSSES})
         if bad or len(losses) != self.G:
             raise ValueError(f"losses must be {self.G} of {LOSSES}, got {losses!r}")
-        self.mse = np.flatnonzero([v == "mse_softmax" for v in losses])
-        self.is_mse = np.isin(np.arange(self.G), self.mse)[:, None]
+        self.is_mse = np.array([v == "mse_softmax" for v in losses])[:, None]
+        self.mse = np.flatnonzero(self.is_mse)
         self.lr = np.asarray(lrs, np.float32)[:, None]
         self.scale, self.zp = np.float32(scale), int(zero_point)
         if capacity < 1:
@@ -137,8 +135,6 @@ class BatchLearner(OnDeviceLearner):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(G, N, F) or (N, F) dequantised features -> (G, N) predicted classes."""
-        from tinyevo.tybox.reference import softmax
-
         x = x if x.ndim == 3 else x[None]
         return softmax((np.matmul(x, self.W) + self.b[:, None, :]).astype(np.float32)).argmax(axis=2)
 
@@ -157,8 +153,6 @@ class BatchLearner(OnDeviceLearner):
             self._step(self.buf_x[:, idx], self.buf_y[:, idx])
 
     def _step(self, x: np.ndarray, labels: np.ndarray) -> None:
-        from tinyevo.tybox.reference import softmax
-
         y = softmax((np.matmul(self.Wt, x[:, :, None])[:, :, 0] + self.b).astype(np.float32))
         e = -y
         e[self.rows, labels] += np.float32(1.0)

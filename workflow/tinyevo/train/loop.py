@@ -208,7 +208,7 @@ def evaluate(model: nn.Module, x, y, stats, device, batch_size: int = EVAL_BATCH
     device = torch.device(device)
     _check_labels(model, y, "evaluation")
     data = _Batches(x, y, stats[0], stats[1], device, "evaluation")
-    model.to(device)  # the batches are channels-last: the convolutions run so whatever the weights' strides
+    model.to(device)  # the batches carry MEMORY_FORMAT strides; the weights' own layout does not matter here
     was_training = model.training
     model.eval()
     use_amp = _amp_enabled(amp, device)
