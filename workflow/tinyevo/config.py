@@ -543,7 +543,10 @@ def load_config(paths: Sequence[str | os.PathLike], overrides: Mapping[str, Any]
     names their arguments in errors), validate each source and the merge, resolve.
 
     Returns ``(config, resolved_doc)``: the plain dict every rule uses and a round-trip document
-    (user comments kept, defaults filled) for :func:`write_resolved`."""
+    (user comments kept, defaults filled) for :func:`write_resolved`. One path alone (a ``str`` or
+    path object) counts as a list of one."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     sources = _read_files(paths)
     if overrides:
         sources.append(_cli_source(overrides, argv))
