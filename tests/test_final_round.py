@@ -368,9 +368,8 @@ def test_rounds_through_files_continue_one_run(tmp_path):
 
 @pytest.mark.slow
 def test_snakemake_final_round_tiny(tiny_pipeline, tmp_path):
-    """The shared TINY run trains the nets of choice.parquet; a copy re-run with k = 4 and
-    epochs [1, 1] gives the expected finalists / choice shapes; then k = 0 gives the zero-cost
-    choice."""
+    """The shared TINY run (final round k = 2, epochs [1, 1]) trains the nets of choice.parquet
+    and gives the expected finalists / choice shapes; then k = 0 gives the zero-cost choice."""
     r = tiny_pipeline / "results"
     shared_choice = pd.read_parquet(r / "evolution/choice.parquet")
     for net in ("C", "NC"):
@@ -378,7 +377,9 @@ def test_snakemake_final_round_tiny(tiny_pipeline, tmp_path):
             shared_choice.set_index("net").loc[net, "arch"]
 
     work = copy_pipeline(tiny_pipeline, tmp_path / "work")
-    cfg = write_yaml(work / "config.yaml", deep_merge(TINY, {"final_round": {"k": 4, "epochs": [1, 1]}}))
+    k = TINY["final_round"]["k"]
+    assert TINY["final_round"]["epochs"] == [1, 1] and k >= 2
+    cfg = write_yaml(work / "config.yaml", TINY)
     targets = [f"results/evolution/{f}" for f in ("choice.parquet", "finalists.parquet", "plots/final_round.png")]
     run_snakemake(work, cfg, targets, timeout=1200)
     evo = work / "results/evolution"
@@ -389,7 +390,7 @@ def test_snakemake_final_round_tiny(tiny_pipeline, tmp_path):
     pools = {"C": hist[hist["feasible"]],
              "NC": hist[hist["trainable"]] if "trainable" in hist.columns else hist}
     for net, pool in pools.items():
-        m0 = min(4, pool["arch"].nunique())
+        m0 = min(k, pool["arch"].nunique())
         m1 = math.ceil(m0 / 2)
         mine = fin[fin["net"] == net]
         assert (mine["round"] == 0).sum() == m0 and (mine["round"] == 1).sum() == m1, mine
@@ -402,9 +403,9 @@ def test_snakemake_final_round_tiny(tiny_pipeline, tmp_path):
         assert (choice.loc[net, "arch"], choice.loc[net, "source"]) == (best["arch"], "final_round")
         assert choice.loc[net, "val_acc"] == best["val_acc"]
         rounds = [pd.read_parquet(evo / f"final/{net}/round{i}.parquet") for i in (0, 1)]
-        assert [len(t) for t in rounds] == [4, 2]  # static slots; empty rows fill the rest
+        assert [len(t) for t in rounds] == [k, math.ceil(k / 2)]  # static slots; empty rows fill the rest
         assert [int((~t["empty"]).sum()) for t in rounds] == [m0, m1]
-        assert (work / f"results/logs/final_round/{net}_round1_slot1.log").is_file()
+        assert (work / f"results/logs/final_round/{net}_round1_slot{math.ceil(k / 2) - 1}.log").is_file()
     assert not list(evo.glob("final/*/round*/*.state.pt")), "state files are temp()"
     assert (evo / "plots/final_round.png").stat().st_size > 5000
 

@@ -35,7 +35,6 @@ from typing import Any, Iterable, Mapping, Sequence
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from tinyevo.io import atomic_write_text
 from tinyevo.runtime import UserError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
@@ -543,7 +542,7 @@ def load_config(paths: Sequence[str | os.PathLike], overrides: Mapping[str, Any]
     names their arguments in errors), validate each source and the merge, resolve.
 
     Returns ``(config, resolved_doc)``: the plain dict every rule uses and a round-trip document
-    (user comments kept, defaults filled) for :func:`write_resolved`. One path alone (a ``str`` or
+    (user comments kept, defaults filled) for :func:`dump_yaml`. One path alone (a ``str`` or
     path object) counts as a list of one."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -692,10 +691,6 @@ def dump_yaml(doc: Any) -> str:
     buf = io.StringIO()
     _yaml().dump(doc, buf)
     return buf.getvalue()
-
-
-def write_resolved(doc: CommentedMap, path: str | os.PathLike) -> None:
-    atomic_write_text(path, dump_yaml(doc))
 
 
 # ------------------------------------------------------------------------------ command line

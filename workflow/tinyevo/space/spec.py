@@ -121,10 +121,6 @@ class NetSpec:
         spec.check()
         return spec
 
-    @classmethod
-    def from_json(cls, s: str) -> "NetSpec":
-        return cls.from_dict(json.loads(s))
-
     def check(self) -> None:
         """Raise ValueError when consecutive widths do not chain."""
         prev = self.stem_out
