@@ -1,4 +1,4 @@
-"""The GPU path, checked against the CPU (issue 17, item 4). On a machine with CUDA:
+"""The GPU path, checked against the CPU. On a machine with CUDA:
 
 1. the tiny pipeline (the TINY config of tests/conftest.py) with ``compute.device: cuda`` and
    ``compute.amp: true``, every stage to the report (``snakemake all``), timed; its training

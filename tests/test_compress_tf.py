@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import tinyevo.compress  # noqa: E402,F401  (loads torch's triton before TensorFlow: see the package)
-
 tf = pytest.importorskip("tensorflow")
 
 from tinyevo.compress.budget import spec_memory  # noqa: E402

@@ -1,4 +1,4 @@
-"""The report stage (issue 17): the stage-time tables from Snakemake's benchmark files, the
+"""The report stage: the stage-time tables from Snakemake's benchmark files, the
 tables rendered one job per section, and the front page (deployed net + scenarios) at the top of
 ``snakemake --report``."""
 

@@ -1,4 +1,4 @@
-"""Partial re-runs (issue 10, item 3): after one full TINY run, a changed config value re-runs
+"""Partial re-runs: after one full TINY run, a changed config value re-runs
 exactly the stage that reads it and what follows, asserted through Snakemake's own dry-run
 output (the "Job stats" table, cross-checked with the per-job "rule X:" lines) and the rule
 graph (``--rulegraph``), never by timing.

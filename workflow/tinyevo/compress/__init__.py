@@ -7,18 +7,30 @@ builder from a NetSpec + weight transfer), ``quantize`` (TFLite int8 conversion,
 (the rule's ``run_compress`` and the plot).
 """
 
-# TensorFlow and triton (which torch loads lazily through torch._dynamo, e.g. when an optimizer is
-# created) both register the same LLVM command-line options: if TensorFlow is imported first, the
-# later triton import aborts the process ("LLVM ERROR: inconsistency in registered CommandLine
-# options"). This stage uses both libraries, so torch._dynamo is loaded here, before any TF import.
-try:
-    import torch._dynamo  # noqa: F401
-except ImportError:  # pragma: no cover - torch without dynamo has no triton either
-    pass
+# The names below load on first use (PEP 562), so `import tinyevo.compress.stage` for the plot rule
+# (the `core` environment, without torch) does not import torch through this file.
+#
+# TensorFlow and triton (which torch loads through torch._dynamo) register the same LLVM
+# command-line options: a process that imports TensorFlow first and torch._dynamo later aborts
+# ("LLVM ERROR: inconsistency in registered CommandLine options"). Every torch.optim optimizer
+# imports torch._dynamo on first use; this stage's fine-tuning trains through tinyevo.train.loop,
+# whose optimizer is tinyevo.train.optim (no torch.optim, no compiler), so nothing here loads
+# torch._dynamo. Code that uses torch.optim next to TensorFlow must import torch._dynamo first.
 
-from tinyevo.compress.budget import BudgetError, choose_step, spec_graph, spec_memory
-from tinyevo.compress.prune import (Unit, filter_l1, keep_largest, next_unit, prune_channels, prune_unit,
-                                    pruned_spec, unit_scores, unit_width, units_of)
+_EXPORTS = {
+    "tinyevo.compress.budget": ("BudgetError", "choose_step", "spec_graph", "spec_memory"),
+    "tinyevo.compress.prune": ("Unit", "filter_l1", "keep_largest", "next_unit", "prune_channels", "prune_unit",
+                               "pruned_spec", "unit_scores", "unit_width", "units_of"),
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
 
-__all__ = ["BudgetError", "Unit", "choose_step", "filter_l1", "keep_largest", "next_unit", "prune_channels",
-           "prune_unit", "pruned_spec", "spec_graph", "spec_memory", "unit_scores", "unit_width", "units_of"]
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'tinyevo.compress' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from tinyevo.compress.budget import BudgetError, choose_step, spec_memory
-from tinyevo.compress.prune import next_unit, prune_unit, unit_width, units_of
 from tinyevo.data.store import normalised_nhwc
 from tinyevo.space.cost import cost_of
 from tinyevo.space.spec import NetSpec
@@ -67,6 +66,8 @@ def prune_schedule(model, step_fraction: float, max_steps: int, ram_bytes: int, 
     ``min_buffer_samples``: pruning only shrinks the memory terms, so that step is the one
     :func:`choose_step` picks from the whole sweep."""
     log = logger or LOG
+    from tinyevo.compress.prune import next_unit, prune_unit, unit_width, units_of  # torch: not for the plot
+
     totals = {u.name: unit_width(model.spec, u) for u in units_of(model.spec)}
     terms = spec_memory(model.spec, ram_bytes, accounting)
     acc = evaluate(model)
