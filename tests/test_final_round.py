@@ -198,8 +198,8 @@ def test_finalists_and_choice():
     choice = choose(selected, fin)
     assert list(choice.columns) == CHOICE_COLUMNS
     assert choice.to_dict("records")[0] == {"net": "C", "arch": "c", "source": "final_round", "val_acc": 0.9}
-    nc = choice.iloc[1]
-    assert (nc["net"], nc["arch"], nc["source"]) == ("NC", "y1", "zero_cost") and np.isnan(nc["val_acc"])
+    # NC without a round of its own while C has one: C's winner (C's pool lies inside NC's)
+    assert choice.to_dict("records")[1] == {"net": "NC", "arch": "c", "source": "final_round_C", "val_acc": 0.9}
     zero = choose(selected, empty_finalists())  # final_round.k = 0
     assert zero["arch"].tolist() == ["x1", "y1"] and set(zero["source"]) == {"zero_cost"}
     assert zero["val_acc"].isna().all()
@@ -419,3 +419,16 @@ def test_snakemake_final_round_tiny(tiny_pipeline, tmp_path):
     assert zero["arch"].tolist() == [after["C"], after["NC"]] and zero["val_acc"].isna().all()
     empty = pd.read_parquet(evo / "finalists.parquet")
     assert len(empty) == 0 and list(empty.columns) == FINALIST_COLUMNS
+
+    # the final round for C only (the default config): NC is C's winner and its train job reuses
+    # C's training instead of repeating it
+    cfg_c = write_yaml(work / "config.yaml", deep_merge(TINY, {"final_round": {"nets": ["C"]}}))
+    run_snakemake(work, cfg_c, ["results/train/NC/metrics.parquet"], timeout=900)
+    only_c = pd.read_parquet(evo / "choice.parquet").set_index("net")
+    assert only_c.loc["NC", "source"] == "final_round_C" and only_c.loc["NC", "arch"] == only_c.loc["C", "arch"]
+    assert set(pd.read_parquet(evo / "finalists.parquet")["net"]) == {"C"}
+    tr = work / "results/train"
+    nc_m, c_m = (pd.read_parquet(tr / f"{n}/metrics.parquet") for n in ("NC", "C"))
+    assert nc_m["net"].tolist() == ["NC"]
+    pd.testing.assert_frame_equal(nc_m.drop(columns="net"), c_m.drop(columns="net"), check_exact=True)
+    assert "training outputs are reused" in (work / "results/logs/train/NC.log").read_text()

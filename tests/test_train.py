@@ -310,6 +310,51 @@ def test_run_training_writes_outputs(tmp_path, caplog):
     assert acc == pytest.approx(metrics["final_test_acc"].iloc[0])
 
 
+def test_nc_on_cs_architecture_reuses_cs_training(tmp_path, caplog):
+    """NC with C's architecture (choice source final_round_C) copies C's outputs with the net
+    renamed; a training of its own gives the same tables and weights, so the copy changes
+    nothing but the time. Another architecture is trained, not copied."""
+    space = SearchSpace.from_config(SS_CFG)
+    arch_c = space.encode(Genes((1, 1), (1, 2), (4, 8)))
+    arch_nc = space.encode(Genes((2, 1), (2, 2), (8, 8)))
+    d = write_stage_inputs(tmp_path, arch_c, arch_nc)
+
+    def train(net, choice, where, same_as=None):
+        out = tmp_path / where / net
+        run_training(str(choice), str(d), net, SS_CFG, {**SETTINGS, "epochs": 2}, class_subset(net, 4, SCENARIOS).meta(),
+                     "cpu", False, str(out / "model.pt"), str(out / "history.parquet"), str(out / "metrics.parquet"),
+                     str(out / "confusion.parquet"), progress=False, same_as=same_as)
+        return out
+
+    same = tmp_path / "same.parquet"
+    pd.DataFrame({"net": ["C", "NC"], "arch": [arch_c, arch_c], "source": ["final_round", "final_round_C"],
+                  "val_acc": [0.5, 0.5]}).to_parquet(same)
+    c = train("C", same, "c")
+    reuse = {"net": "C", **{k: str(c / f"{k}.{'pt' if k == 'model' else 'parquet'}")
+                            for k in ("model", "history", "metrics", "confusion")}}
+    with caplog.at_level(logging.INFO, logger="tinyevo"):
+        copied = train("NC", same, "copied", reuse)
+    assert "training outputs are reused" in caplog.text
+    real = train("NC", same, "real")
+    timing = ["seconds", "train_seconds"]
+    for name in ("history", "metrics", "confusion"):
+        a, b = (pd.read_parquet(p / f"{name}.parquet") for p in (copied, real))
+        pd.testing.assert_frame_equal(a.drop(columns=timing, errors="ignore"), b.drop(columns=timing, errors="ignore"),
+                                      check_exact=True, obj=name)
+    assert pd.read_parquet(copied / "metrics.parquet")["net"].tolist() == ["NC"]
+    (m_copy, _, meta), (m_real, _, _) = load_model(copied / "model.pt"), load_model(real / "model.pt")
+    assert meta["net"] == "NC" and meta["same_as"] == "C"
+    assert all(torch.equal(x, y) for x, y in zip(m_copy.state_dict().values(), m_real.state_dict().values()))
+
+    other = tmp_path / "other.parquet"
+    pd.DataFrame({"net": ["C", "NC"], "arch": [arch_c, arch_nc], "source": "final_round",
+                  "val_acc": 0.5}).to_parquet(other)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tinyevo"):
+        trained = train("NC", other, "other", reuse)
+    assert "reused" not in caplog.text and load_model(trained / "model.pt")[2]["arch"] == arch_nc
+
+
 def test_run_training_bad_selection(tmp_path):
     pd.DataFrame({"net": ["C"], "phase": ["before"], "arch": ["x"]}).to_parquet(tmp_path / "sel.parquet")
     with pytest.raises(ValueError, match="one row with net == 'NC' and phase == 'after', found 0"):

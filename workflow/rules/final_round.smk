@@ -24,8 +24,9 @@ _FINAL_DATA = f"{RESULTS}/data/{DATASET}"
 FINAL_ROUND_TABLES = {
     "evolution_choice": ("Evolution", FINAL_OUTPUTS["choice"],
                          "The nets handed on to training: C (constrained) and NC (unconstrained), with "
-                         "source final_round (the short-training winner and its validation accuracy) or "
-                         "zero_cost (the evolution's best score, final_round.k = 0)."),
+                         "source final_round (the short-training winner and its validation accuracy), "
+                         "final_round_C (NC without a round of its own: C's winner, whose pool lies inside "
+                         "NC's) or zero_cost (the evolution's best score, final_round.k = 0)."),
     **({"evolution_finalists": ("Evolution", FINAL_OUTPUTS["finalists"],
                                 "The short-training final round: one row per net, round and candidate "
                                 "(zero-cost score, params, MACs, epochs trained so far, validation and "

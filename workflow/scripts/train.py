@@ -26,4 +26,6 @@ run_training(choice=sm.input.choice, data_dir=os.path.dirname(sm.input.data[0]),
              search_space=sm.params.search_space, settings=sm.params.train, subset=sm.params.classes,
              device=sm.params.device, amp=sm.params.amp, out_model=sm.output.model,
              out_history=sm.output.history, out_metrics=sm.output.metrics, out_confusion=sm.output.confusion,
-             checkpoint=checkpoint_path_for(sm.output.model), logger=log)
+             checkpoint=checkpoint_path_for(sm.output.model), logger=log,
+             same_as=({"net": "C", **{k: sm.input[f"same_{k}"] for k in ("model", "history", "metrics", "confusion")}}
+                      if "same_model" in sm.input.keys() else None))

@@ -155,6 +155,7 @@ def _bytes(x: float) -> str:
 def page_lines(p: FrontPage) -> tuple[list[Line], list[Line]]:
     """(lines about the deployed net, one line per scenario), each a list of (text, style)."""
     src = {"final_round": f"short-training final round, validation accuracy {_pct(p.val_acc)}",
+           "final_round_C": f"C's final-round winner, validation accuracy {_pct(p.val_acc)}",
            "zero_cost": "best zero-cost score of the evolution"}.get(p.source, p.source)
     pruned = "unpruned" if p.step == 0 else f"pruning step {p.step}"
     acc = [("test accuracy: float ", ""), (_pct(p.float_acc), "bold")]

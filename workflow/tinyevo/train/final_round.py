@@ -56,7 +56,9 @@ ROW_COLUMNS = ["net", "round", "slot", "candidate", "arch", "score", "params", "
 FINALIST_COLUMNS = ["net", "round", "slot", "candidate", "arch", "score", "params", "macs", "epochs_total",
                     "val_acc", "val_loss", "train_acc", "seconds", "survived", "chosen"]
 CHOICE_COLUMNS = ["net", "arch", "source", "val_acc"]
-SOURCES = ("final_round", "zero_cost")
+#: ``final_round``: the net's own round; ``final_round_C``: NC without a round of its own takes C's
+#: round winner (C's pool lies inside NC's); ``zero_cost``: no round at all.
+SOURCES = ("final_round", "final_round_C", "zero_cost")
 _NC_LIMITS = ("max_params", "max_macs")
 
 
@@ -508,18 +510,28 @@ def zero_cost_choice(selected: pd.DataFrame, net: str) -> dict:
 def choose(selected: pd.DataFrame, finalists: pd.DataFrame, history: pd.DataFrame | None = None,
            nc_limits: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per net in C, NC (:data:`CHOICE_COLUMNS`): the chosen finalist (source
-    ``final_round``, its last-round validation accuracy) for the nets of the final round, the
-    zero-cost pick (source ``zero_cost``, NaN accuracy) for the others: the evolution's, except
-    for an NC with ``final_round.nc_limits``, which is the best-scored net of the history within
-    those limits (the pool its final round would have had; the evolution's own NC is bounded by
-    nothing and on 8x8 digits grew a 512-channel stage)."""
+    ``final_round``, its last-round validation accuracy) for the nets of the final round. An NC
+    without a round of its own while C has one takes C's winner (source ``final_round_C``): every
+    net of C's pool is in NC's (the device limits lie inside ``final_round.nc_limits``), the
+    round's trainings are the only evidence of how the nets train, and the best-scored net of
+    NC's larger pool is a size pick (two of the default ranking's three measures count size) that
+    trained worse than C on both datasets measured (README, "A default run"). Without any round:
+    the zero-cost pick (source ``zero_cost``, NaN accuracy), the evolution's, except for an NC
+    with ``final_round.nc_limits``, which is the best-scored net of the history within those
+    limits (the evolution's own NC is bounded by nothing and on 8x8 digits grew a 512-channel
+    stage)."""
     rows = []
     limited = history is not None and bool(_check_nc_limits(nc_limits))
     for net in NETS:
         mine = finalists[(finalists["net"] == net) & finalists["chosen"].astype(bool)]
+        c_won = finalists[(finalists["net"] == "C") & finalists["chosen"].astype(bool)]
         if len(mine):
             last = mine.sort_values("round", kind="mergesort").iloc[-1]
             rows.append({"net": net, "arch": str(last["arch"]), "source": "final_round",
+                         "val_acc": float(last["val_acc"])})
+        elif net == "NC" and len(c_won):
+            last = c_won.sort_values("round", kind="mergesort").iloc[-1]
+            rows.append({"net": net, "arch": str(last["arch"]), "source": "final_round_C",
                          "val_acc": float(last["val_acc"])})
         elif net == "NC" and limited:
             top = select_candidates(history, net, 1, nc_limits)

@@ -137,18 +137,41 @@ def load_data(data_dir):
 def run_training(choice: str, data_dir: str, net: str, search_space: Mapping[str, Any],
                  settings: Mapping[str, Any], subset: Mapping[str, Any] | ClassSubset, device: str, amp: bool,
                  out_model: str, out_history: str, out_metrics: str, out_confusion: str,
-                 checkpoint: str | None = None, progress: bool = True,
+                 checkpoint: str | None = None, progress: bool = True, same_as: Mapping[str, str] | None = None,
                  logger: logging.Logger | None = None) -> TrainResult:
     """The rule ``train``: everything from the files to the files. ``choice`` is the final
     round's choice table (:func:`chosen_arch`). ``subset`` is
     ``class_subset(net, ...)`` or its ``meta()`` dict (how the rule passes it as a param). The
-    checkpoint (per epoch) lives next to the outputs and is removed once they are written."""
+    checkpoint (per epoch) lives next to the outputs and is removed once they are written.
+
+    ``same_as`` (keys ``net``, ``model``, ``history``, ``metrics``, ``confusion``: another net's
+    outputs of this rule, trained with the same settings and data): when the choice gives ``net``
+    the same architecture as that net and both train on every class, the training would repeat
+    that one step for step, so its outputs are copied with ``net`` renamed instead (NC without a
+    final round of its own is C's winner, :func:`tinyevo.train.final_round.choose`)."""
     from tinyevo.runtime import pick_device
-    from tinyevo.space.torch_model import save_model
+    from tinyevo.space.torch_model import load_model, save_model
 
     log = logger or LOG
     space = SearchSpace.from_config(search_space)
     arch = chosen_arch(choice, net)
+    if not isinstance(subset, ClassSubset):
+        subset = ClassSubset(tuple(int(c) for c in subset["classes"]), int(subset["num_outputs"]),
+                             bool(subset["remap"]))
+    full = subset.classes == tuple(range(space.num_classes)) and not subset.remap
+    if same_as and full and chosen_arch(choice, same_as["net"]) == arch:
+        log.info("net %s is %s's architecture %s with the same settings: %s's training outputs are reused "
+                 "(a training of its own would repeat it step for step)", net, same_as["net"], arch, same_as["net"])
+        model, _, meta = load_model(same_as["model"])
+        res = TrainResult(model=model, history=read_parquet(same_as["history"], "training history"),
+                          metrics=read_parquet(same_as["metrics"], "training metrics").assign(net=net),
+                          confusion=read_parquet(same_as["confusion"], "confusion table"),
+                          meta={**meta, "net": net, "same_as": same_as["net"]})
+        save_model(out_model, res.model, res.meta)
+        write_parquet(res.history, out_history)
+        write_parquet(res.confusion, out_confusion)
+        write_parquet(res.metrics, out_metrics)
+        return res
     spec = space.netspec(arch)
     if not isinstance(subset, ClassSubset):
         subset = ClassSubset(tuple(int(c) for c in subset["classes"]), int(subset["num_outputs"]),
