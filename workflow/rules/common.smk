@@ -110,3 +110,15 @@ def _scenario_settings(wildcards):
 def _section_tables(wildcards):
     """name -> Parquet table of every report table of {section}."""
     return {name: path for name, (sec, path, _) in REPORT_TABLES.items() if sec == wildcards.section}
+
+
+_TRAIN_OUTPUTS = ("model.pt", "history.parquet", "metrics.parquet", "confusion.parquet")
+
+
+def _train_same_as(wc):
+    """NC without a final round of its own while C has one is C's winner (choice.parquet, source
+    final_round_C), trained with the same settings: its job reuses C's outputs instead of
+    repeating the training step for step (tinyevo.train.stage.run_training)."""
+    if wc.net == "NC" and "C" in FINAL_NETS and "NC" not in FINAL_NETS:
+        return {f"same_{f.split('.')[0]}": f"{RESULTS}/train/C/{f}" for f in _TRAIN_OUTPUTS}
+    return {}

@@ -36,18 +36,6 @@ _VALIDATION_SETTINGS = {
 _VALIDATION_SETTINGS = {k: v for k, v in _VALIDATION_SETTINGS.items() if k not in ("seed", "threads")}
 
 
-_TRAIN_OUTPUTS = ("model.pt", "history.parquet", "metrics.parquet", "confusion.parquet")
-
-
-def _train_same_as(wc):
-    """NC without a final round of its own while C has one is C's winner (choice.parquet, source
-    final_round_C), trained with the same settings: its job reuses C's outputs instead of
-    repeating the training step for step (tinyevo.train.stage.run_training)."""
-    if wc.net == "NC" and "C" in FINAL_NETS and "NC" not in FINAL_NETS:
-        return {"same_" + f.split(".")[0]: f"{TRAIN_DIR}/C/{f}" for f in _TRAIN_OUTPUTS}
-    return {}
-
-
 rule train:
     """Train the chosen net {net} (results/evolution/choice.parquet; C-inc / C-src: net C on a
     class subset; NC reuses C's outputs when it is C's net, see _train_same_as)."""
