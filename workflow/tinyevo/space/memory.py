@@ -25,6 +25,7 @@ prediction against the real ``.tflite``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -57,7 +58,7 @@ class Tensor:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape)) if len(self.shape) else 1
+        return int(math.prod(self.shape))  # 1 for a scalar shape ()
 
     @property
     def nbytes(self) -> int:
@@ -238,6 +239,12 @@ def device_need(terms: Mapping, min_buffer_samples: int) -> int:
 
 # ----- from a NetSpec ----------------------------------------------------------------------------
 _CONST = np.zeros(0, dtype=np.int8)  # marks a tensor as constant; sizes come from the shapes
+# the quantisation fields of every tensor of a NetSpec graph (only sizes are read from it): one
+# shared read-only pair instead of two arrays per tensor (the search measures every child)
+_SCALE = np.ones(1)
+_ZERO_POINT = np.zeros(1, np.int64)
+for _a in (_CONST, _SCALE, _ZERO_POINT):
+    _a.flags.writeable = False
 
 
 def _out(size: int, kernel: int, stride: int) -> int:
@@ -251,7 +258,7 @@ def spec_graph(spec: NetSpec) -> Graph:
 
     def tensor(shape, dtype=np.int8, const=False) -> int:
         tensors.append(Tensor(len(tensors), f"t{len(tensors)}", tuple(int(s) for s in shape), dtype,
-                              np.ones(1), np.zeros(1, np.int64), 0, _CONST if const else None))
+                              _SCALE, _ZERO_POINT, 0, _CONST if const else None))
         return len(tensors) - 1
 
     def op(kind, inputs, out_shape, **options) -> int:
