@@ -36,7 +36,7 @@ rule compress:
         bench_of("compress", "{net}"),
     conda:
         env("tf")
-    priority: _branch_priority("compress")
+    priority: _branch_priority
     threads: config["compress"]["threads"]
     resources:
         mem_mb=4000,

@@ -66,7 +66,7 @@ rule train:
         bench_of("train", "{net}"),
     conda:
         env("torch")
-    priority: _branch_priority("train")
+    priority: _branch_priority
     threads: config["train"]["threads"]
     resources:
         gpu=_train_gpu(),
