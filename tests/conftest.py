@@ -19,10 +19,7 @@ from ruamel.yaml import YAML  # noqa: E402
 # TensorFlow, then torch._dynamo (which every torch.optim optimizer imports on first use, e.g. in
 # the reference comparisons of test_optim.py) abort the process: both register the same LLVM
 # options (see tinyevo/compress/__init__.py). A test process may load both, so the compiler first.
-try:
-    import torch._dynamo  # noqa: E402,F401
-except ImportError:  # pragma: no cover - no torch, or a torch without the compiler
-    pass
+import torch._dynamo  # noqa: E402,F401
 
 from tinyevo.config import load_config  # noqa: E402
 

@@ -173,9 +173,6 @@ def run_training(choice: str, data_dir: str, net: str, search_space: Mapping[str
         write_parquet(res.metrics, out_metrics)
         return res
     spec = space.netspec(arch)
-    if not isinstance(subset, ClassSubset):
-        subset = ClassSubset(tuple(int(c) for c in subset["classes"]), int(subset["num_outputs"]),
-                             bool(subset["remap"]))
     if max(subset.classes) >= space.num_classes:
         raise ValueError(f"classes {list(subset.classes)} of branch {net!r} exceed the dataset's "
                          f"{space.num_classes} classes")
