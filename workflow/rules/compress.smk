@@ -41,7 +41,7 @@ rule compress:
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=0 if config["compute"]["device"] in ("cpu", "mps") else 1,
+        gpu=_train_gpu(),
     script:
         "../scripts/compress.py"
 
