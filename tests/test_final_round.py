@@ -200,6 +200,16 @@ def test_finalists_and_choice():
     assert choice.to_dict("records")[0] == {"net": "C", "arch": "c", "source": "final_round", "val_acc": 0.9}
     # NC without a round of its own while C has one: C's winner (C's pool lies inside NC's)
     assert choice.to_dict("records")[1] == {"net": "NC", "arch": "c", "source": "final_round_C", "val_acc": 0.9}
+    # NC with a round of its own: the better of its winner and C's (C's pool lies inside NC's)
+    nc_cand = pd.DataFrame({"net": "NC", "candidate": [0, 1], "arch": ["big", "c"], "score": [5.0, 1.0]})
+    for nc_best, want in ((0.95, ("big", "final_round", 0.95)), (0.85, ("c", "final_round_C", 0.9)),
+                          (0.9, ("c", "final_round_C", 0.9))):  # a tie goes to C's winner
+        nc_fin = finalists_of("NC", nc_cand, [round_table("NC", 0, [(0, "big", 5.0, 0.5), (1, "c", 1.0, 0.2)], 2),
+                                              round_table("NC", 1, [(0, "big", 5.0, nc_best)], 1)], 0.5)
+        both = choose(selected, pd.concat([fin, nc_fin], ignore_index=True))
+        assert both.to_dict("records") == [
+            {"net": "C", "arch": "c", "source": "final_round", "val_acc": 0.9},
+            {"net": "NC", "arch": want[0], "source": want[1], "val_acc": want[2]}], nc_best
     zero = choose(selected, empty_finalists())  # final_round.k = 0
     assert zero["arch"].tolist() == ["x1", "y1"] and set(zero["source"]) == {"zero_cost"}
     assert zero["val_acc"].isna().all()

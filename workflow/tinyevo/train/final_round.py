@@ -56,8 +56,9 @@ ROW_COLUMNS = ["net", "round", "slot", "candidate", "arch", "score", "params", "
 FINALIST_COLUMNS = ["net", "round", "slot", "candidate", "arch", "score", "params", "macs", "epochs_total",
                     "val_acc", "val_loss", "train_acc", "seconds", "survived", "chosen"]
 CHOICE_COLUMNS = ["net", "arch", "source", "val_acc"]
-#: ``final_round``: the net's own round; ``final_round_C``: NC without a round of its own takes C's
-#: round winner (C's pool lies inside NC's); ``zero_cost``: no round at all.
+#: ``final_round``: the net's own round; ``final_round_C``: NC takes C's round winner (C's pool lies
+#: inside NC's), without a round of its own or when C's winner validated at least as well as NC's;
+#: ``zero_cost``: no round at all.
 SOURCES = ("final_round", "final_round_C", "zero_cost")
 _NC_LIMITS = ("max_params", "max_macs")
 
@@ -510,7 +511,9 @@ def zero_cost_choice(selected: pd.DataFrame, net: str) -> dict:
 def choose(selected: pd.DataFrame, finalists: pd.DataFrame, history: pd.DataFrame | None = None,
            nc_limits: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per net in C, NC (:data:`CHOICE_COLUMNS`): the chosen finalist (source
-    ``final_round``, its last-round validation accuracy) for the nets of the final round. An NC
+    ``final_round``, its last-round validation accuracy) for the nets of the final round. NC
+    with a round of its own takes the better of its winner and C's winner (C's on a tie): C's
+    pool lies inside NC's, so NC validates at least as well as C. An NC
     without a round of its own while C has one takes C's winner (source ``final_round_C``): every
     net of C's pool is in NC's (the device limits lie inside ``final_round.nc_limits``), the
     round's trainings are the only evidence of how the nets train, and the best-scored net of
@@ -527,7 +530,14 @@ def choose(selected: pd.DataFrame, finalists: pd.DataFrame, history: pd.DataFram
         c_won = finalists[(finalists["net"] == "C") & finalists["chosen"].astype(bool)]
         if len(mine):
             last = mine.sort_values("round", kind="mergesort").iloc[-1]
-            rows.append({"net": net, "arch": str(last["arch"]), "source": "final_round",
+            if net == "NC" and len(c_won):
+                c_last = c_won.sort_values("round", kind="mergesort").iloc[-1]
+                # both winners trained sum(final_round.epochs) epochs with the same recipe (the
+                # seed is the arch's), so their validation accuracies compare; ties go to C's
+                if float(c_last["val_acc"]) >= float(last["val_acc"]):
+                    last = c_last
+            rows.append({"net": net, "arch": str(last["arch"]),
+                         "source": "final_round" if last["net"] == net else "final_round_C",
                          "val_acc": float(last["val_acc"])})
         elif net == "NC" and len(c_won):
             last = c_won.sort_values("round", kind="mergesort").iloc[-1]
