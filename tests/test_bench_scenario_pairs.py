@@ -1,0 +1,56 @@
+"""bench/scenario_pairs.py: paired differences of the learners' final accuracies."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("scenario_pairs", REPO / "bench" / "scenario_pairs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _curves(finals: dict[str, list[float]], steps=3) -> pd.DataFrame:
+    """Curves whose last step holds ``finals`` (variant -> accuracy per repetition); earlier steps
+    hold other values, so a table that read any other step would be wrong."""
+    rows = []
+    for v, accs in finals.items():
+        for r, a in enumerate(accs):
+            for s in range(steps):
+                rows.append({"scenario": "x", "variant": v, "repetition": r, "step": s,
+                             "accuracy": a if s == steps - 1 else 0.1 * s})
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_match_a_paired_t_test(tmp_path):
+    mod = _load()
+    ty, ol, fl = [0.90, 0.85, 0.88, 0.91, 0.87], [0.80, 0.84, 0.83, 0.86, 0.81], [0.90, 0.86, 0.87, 0.90, 0.88]
+    d = tmp_path / "results" / "scenarios" / "incremental"
+    d.mkdir(parents=True)
+    _curves({"tybox": ty, "tinyol": ol, "float": fl}).to_parquet(d / "curves.parquet")
+    df = mod.table(tmp_path / "results")
+    assert df["pair"].tolist() == ["tybox - tinyol", "tybox - float", "float - tinyol"]
+    for (a, b), row in zip([(ty, ol), (ty, fl), (fl, ol)], df.itertuples()):
+        diff = np.subtract(a, b)
+        ref = stats.ttest_rel(a, b)
+        ci = ref.confidence_interval(0.95)
+        assert row.n == 5
+        assert row.mean_points == pytest.approx(100 * diff.mean())
+        assert row.sd_points == pytest.approx(100 * diff.std(ddof=1))
+        assert row.t == pytest.approx(ref.statistic)
+        assert (row.ci_low_points, row.ci_high_points) == pytest.approx((100 * ci.low, 100 * ci.high))
+    md = mod.markdown(df)
+    assert "| incremental | tybox - tinyol | 5 | +5.4 |" in md
+
+
+def test_no_curves_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no scenarios/\\*/curves.parquet under"):
+        _load().table(tmp_path)
