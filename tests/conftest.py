@@ -4,12 +4,17 @@ that runs the whole pipeline in minutes, and a Snakemake runner in a temporary d
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# The test processes import torch, TensorFlow and Snakemake: the job processes' collector
+# thresholds (tinyevo.runtime.JOB_GC_THRESHOLDS) spare them the repeated full collections.
+gc.set_threshold(50_000, 20, 20)
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
