@@ -40,14 +40,22 @@ def _train_gpu():
 
 
 # Scheduling: after the final round the branches C, C-inc, C-src (train -> compress -> tybox ->
-# scenarios) and NC (train only) compete for the cores. The longest chains go first, NC last: it
-# is a leaf and fills the gaps. Priorities only order runnable jobs; the tables do not change.
-_BRANCH_PRIORITY = {"C": 30, "C-inc": 30, "C-src": 20, "NC": 0}
+# scenario tuning -> scenario run) and NC (train only) compete for the cores. A job earlier in
+# its chain goes first, so every branch gets to its scenarios and the run ends with scenario jobs
+# of all three side by side; ordering by branch instead left the transfer chain of C-src running
+# alone on one core for the last 40 s of a default run. Ties go to C, then C-inc; NC, a leaf (a
+# copy of C's training by default), fills the gaps. Priorities only order runnable jobs; the
+# tables do not change.
+_STAGE_PRIORITY = {"train": 40, "compress": 30, "tybox": 20, "scenario_tune": 10, "scenario_run": 5}
+_BRANCH_TIEBREAK = {"C": 2, "C-inc": 1, "C-src": 0}
 
 
-def _branch_priority(wildcards):
-    net = wildcards.get("net") or _SCEN_NET[wildcards.scenario]
-    return _BRANCH_PRIORITY.get(net, 0)
+def _branch_priority(stage):
+    def priority(wildcards):
+        net = wildcards.get("net") or _SCEN_NET[wildcards.scenario]
+        return _STAGE_PRIORITY[stage] + _BRANCH_TIEBREAK[net] if net in _BRANCH_TIEBREAK else 0
+
+    return priority
 
 
 def _train_settings(epochs=None, seed=None):

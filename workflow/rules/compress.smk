@@ -36,7 +36,7 @@ rule compress:
         bench_of("compress", "{net}"),
     conda:
         env("tf")
-    priority: _branch_priority
+    priority: _branch_priority("compress")
     threads: config["compress"]["threads"]
     resources:
         mem_mb=4000,

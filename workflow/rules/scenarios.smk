@@ -38,7 +38,7 @@ rule scenario_tune:
         bench_of("scenarios", "{scenario}_{variant}_tune"),
     conda:
         env("tf")
-    priority: _branch_priority
+    priority: _branch_priority("scenario_tune")
     threads: 1
     resources:
         mem_mb=3000,
@@ -71,7 +71,7 @@ rule scenario_run:
         bench_of("scenarios", "{scenario}_{variant}"),
     conda:
         env("tf")
-    priority: _branch_priority
+    priority: _branch_priority("scenario_run")
     threads: 1
     resources:
         mem_mb=3000,

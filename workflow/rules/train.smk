@@ -66,7 +66,7 @@ rule train:
         bench_of("train", "{net}"),
     conda:
         env("torch")
-    priority: _branch_priority
+    priority: _branch_priority("train")
     threads: config["train"]["threads"]
     resources:
         gpu=_train_gpu(),

@@ -20,7 +20,7 @@ rule tybox:
         bench_of("tybox", "{net}"),
     conda:
         env("tf")
-    priority: _branch_priority
+    priority: _branch_priority("tybox")
     # one core (make -j1): with 2 the job waited for both cores while a training held one, and
     # the chain to the scenarios stalled behind it (the compile itself takes ~10 s)
     threads: 1

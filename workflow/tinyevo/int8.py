@@ -1,4 +1,5 @@
-"""Full-integer int8 TFLite conversion, shared by the compression stage and the TyBox test nets.
+"""Full-integer int8: the TFLite conversion (shared by the compression stage and the TyBox test
+nets) and the one input quantiser (the compression's evaluation and the scenarios' learners).
 
 A module of its own (TensorFlow only, no torch): the TyBox code and tests import it without
 pulling in the compression package, which must import torch before TensorFlow.
@@ -7,6 +8,13 @@ pulling in the compression package, which must import torch before TensorFlow.
 from __future__ import annotations
 
 import numpy as np
+
+
+def quantise(x, scale: float, zero_point: int) -> np.ndarray:
+    """Float (normalised NHWC) input -> the int8 input of an int8 feature extractor with input
+    quantisation ``(scale, zero_point)``: round-to-nearest-even of ``x / scale``, plus the zero
+    point, saturated to [-128, 127] (what LiteRT's QUANTIZE op and the generated C++ compute)."""
+    return np.clip(np.round(np.asarray(x, np.float32) / np.float32(scale)) + int(zero_point), -128, 127).astype(np.int8)
 
 
 def convert_int8(fe_model, representative: np.ndarray) -> bytes:

@@ -31,52 +31,67 @@ FLATTEN = "flatten"
 CLASSIFIER = "classifier"
 
 
-def _out_size(size: int, kernel: int, stride: int) -> int:
-    return (size + 2 * (kernel // 2) - kernel) // stride + 1
-
-
-def _conv_bn(x, name: str, cout: int, kernel: int, stride: int, depthwise: bool, act: bool):
+def _conv_bn(x, l):
+    """Conv layer ``l`` of the walk: [ZeroPadding2D] -> (Depthwise)Conv2D -> BN [-> ReLU6]."""
     from keras import layers
 
-    pad = kernel // 2
-    if stride > 1 and pad > 0:
-        x = layers.ZeroPadding2D(padding=((pad, pad), (pad, pad)), name=f"{name}_pad")(x)
+    name = l.key
+    if l.stride > 1 and l.pad > 0:
+        x = layers.ZeroPadding2D(padding=((l.pad, l.pad), (l.pad, l.pad)), name=f"{name}_pad")(x)
         padding = "valid"
     else:
         padding = "same"
-    if depthwise:
-        x = layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, use_bias=False, name=f"{name}_conv")(x)
+    if l.kind == "dwconv":
+        x = layers.DepthwiseConv2D(l.kernel, strides=l.stride, padding=padding, use_bias=False, name=f"{name}_conv")(x)
     else:
-        x = layers.Conv2D(cout, kernel, strides=stride, padding=padding, use_bias=False, name=f"{name}_conv")(x)
+        x = layers.Conv2D(l.cout, l.kernel, strides=l.stride, padding=padding, use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPS, momentum=0.9, name=f"{name}_bn")(x)
-    if act:
+    if l.act:
         x = layers.ReLU(max_value=6.0, name=f"{name}_relu")(x)
     return x
 
 
-def build_keras(spec: NetSpec):
-    """The Keras twin of ``TinyNet(spec)`` (random weights; see :func:`transfer_weights`)."""
-    import keras
+def _add(x, l, block_input):
     from keras import layers
+
+    return layers.Add(name=l.key)([block_input, x])
+
+
+def _pool(x, l):
+    from keras import layers
+
+    return layers.AveragePooling2D(pool_size=(l.in_hw, l.in_hw), name=l.key)(x)
+
+
+def _flatten(x, l):
+    from keras import layers
+
+    return layers.Flatten(name=FLATTEN)(x)
+
+
+def _linear(x, l):
+    from keras import layers
+
+    return layers.Dense(l.cout, name=CLASSIFIER)(x)
+
+
+_BUILD = {"conv": _conv_bn, "dwconv": _conv_bn, "pool": _pool, "flatten": _flatten, "linear": _linear}
+
+
+def build_keras(spec: NetSpec):
+    """The Keras twin of ``TinyNet(spec)`` (random weights; see :func:`transfer_weights`), one
+    layer per record of the walk (:meth:`NetSpec.layers`)."""
+    import keras
 
     spec.check()
     inp = keras.Input(shape=(spec.resolution, spec.resolution, spec.in_channels), name="input", dtype="float32")
-    x = _conv_bn(inp, "stem", spec.stem_out, spec.kernel, spec.stem_stride, depthwise=False, act=True)
-    h = _out_size(spec.resolution, spec.kernel, spec.stem_stride)
-    for i, b in enumerate(spec.blocks):
-        skip = x
-        y = x
-        if b.expand:
-            y = _conv_bn(y, f"blocks_{i}_expand", b.hidden, 1, 1, depthwise=False, act=True)
-        y = _conv_bn(y, f"blocks_{i}_dw", b.hidden, b.kernel, b.stride, depthwise=True, act=True)
-        h = _out_size(h, b.kernel, b.stride)
-        y = _conv_bn(y, f"blocks_{i}_project", b.cout, 1, 1, depthwise=False, act=False)
-        x = layers.Add(name=f"blocks_{i}_add")([skip, y]) if b.residual else y
-    x = _conv_bn(x, "head", spec.head_out, 1, 1, depthwise=False, act=True)
-    x = layers.AveragePooling2D(pool_size=(h, h), name="pool")(x)
-    x = layers.Flatten(name=FLATTEN)(x)
-    out = layers.Dense(spec.num_classes, name=CLASSIFIER)(x)
-    return keras.Model(inp, out, name="tinynet")
+    x = inp
+    block_input: dict = {}
+    for l in spec.layers():
+        if l.block >= 0 and l.block not in block_input:
+            block_input[l.block] = x
+        x = _add(x, l, block_input[l.block]) if l.kind == "add" else _BUILD[l.kind](x, l)
+    return keras.Model(inp, x, name="tinynet")
 
 
 def _np(t) -> np.ndarray:
@@ -103,15 +118,11 @@ def _set_conv_bn(kmodel, name: str, seq, depthwise: bool) -> None:
 
 
 def transfer_weights(tmodel, kmodel) -> None:
-    """Copy every weight and BN statistic of a torch ``TinyNet`` into its Keras twin."""
-    spec = tmodel.spec
-    _set_conv_bn(kmodel, "stem", tmodel.stem, depthwise=False)
-    for i, (b, blk) in enumerate(zip(spec.blocks, tmodel.blocks)):
-        if b.expand:
-            _set_conv_bn(kmodel, f"blocks_{i}_expand", blk.expand, depthwise=False)
-        _set_conv_bn(kmodel, f"blocks_{i}_dw", blk.dw, depthwise=True)
-        _set_conv_bn(kmodel, f"blocks_{i}_project", blk.project, depthwise=False)
-    _set_conv_bn(kmodel, "head", tmodel.head, depthwise=False)
+    """Copy every weight and BN statistic of a torch ``TinyNet`` into its Keras twin (the conv
+    layers and the classifier of the walk, by name)."""
+    for l in tmodel.spec.layers():
+        if l.is_conv:
+            _set_conv_bn(kmodel, l.key, tmodel.get_submodule(l.name), depthwise=l.kind == "dwconv")
     kmodel.get_layer(CLASSIFIER).set_weights([_np(tmodel.classifier.weight).T.copy(), _np(tmodel.classifier.bias)])
 
 

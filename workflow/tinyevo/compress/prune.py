@@ -54,29 +54,31 @@ def filter_l1(weight: torch.Tensor) -> np.ndarray:
 
 
 def units_of(spec: NetSpec) -> list[Unit]:
-    """Every prunable unit of ``spec`` (in execution order of their last producer)."""
+    """Every prunable unit of ``spec`` (in execution order of their last producer), from its walk
+    (:meth:`NetSpec.layers`); a unit's position is the index of its last producer among the convs."""
     units: list[Unit] = []
-    # width index -> execution position of its producer; positions count conv layers
-    pos = 0
-    groups: list[list[int]] = [[0]]
-    producers: list[list[str]] = [["stem"]]
-    positions: list[int] = [pos]
-    for i, b in enumerate(spec.blocks):
-        if b.expand:
-            pos += 1
-            units.append(Unit(f"blocks.{i}.expand", "hidden", (f"blocks.{i}.expand",), pos, block=i))
-        pos += 2  # dw, project
-        if b.residual:
-            groups[-1].append(i + 1)
-            producers[-1].append(f"blocks.{i}.project")
+    layers = spec.layers()
+    residual = {layer.block for layer in layers if layer.kind == "add"}
+    # width groups: width index (0 = stem out, i + 1 = block i out), producers, last position
+    groups: list[list[int]] = []
+    producers: list[list[str]] = []
+    positions: list[int] = []
+    for pos, layer in enumerate(layer for layer in layers if layer.is_conv):
+        if layer.role == "expand":
+            units.append(Unit(layer.name, "hidden", (layer.name,), pos, block=layer.block))
+        elif layer.role == "project" and layer.block in residual:  # ties its input's width group
+            groups[-1].append(layer.block + 1)
+            producers[-1].append(layer.name)
             positions[-1] = pos
-        else:
-            groups.append([i + 1])
-            producers.append([f"blocks.{i}.project"])
+        elif layer.role in ("stem", "project"):
+            groups.append([0 if layer.role == "stem" else layer.block + 1])
+            producers.append([layer.name])
             positions.append(pos)
+        elif layer.role == "head":
+            head = Unit(layer.name, "head", (layer.name,), pos)
     for g, p, q in zip(groups, producers, positions):
         units.append(Unit("+".join(p), "width", tuple(p), q, widths=tuple(g)))
-    units.append(Unit("head", "head", ("head",), pos + 1))
+    units.append(head)
     return sorted(units, key=lambda u: u.position)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyevo.int8 import convert_int8  # noqa: F401  (re-exported: the stage converts here)
+from tinyevo.int8 import convert_int8, quantise  # noqa: F401  (convert_int8 re-exported: the stage converts here)
 
 
 def representative_indices(n_available: int, n: int, seed: int) -> np.ndarray:
@@ -76,7 +76,7 @@ class Int8FE:
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         q = self.input_qparams
-        return np.clip(np.round(np.asarray(x, np.float32) / q.scale) + q.zero_point, -128, 127).astype(np.int8)
+        return quantise(x, q.scale, q.zero_point)
 
     def dequantize_output(self, q: np.ndarray) -> np.ndarray:
         p = self.output_qparams

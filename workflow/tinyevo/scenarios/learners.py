@@ -23,14 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyevo.int8 import quantise
+
 from .setup import Scenario, ScenarioError
 
 LOG = logging.getLogger("tinyevo.scenarios")
-
-
-def quantise(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Float input -> the int8 input of the feature extractor (as ``compress.quantize.Int8FE``)."""
-    return np.clip(np.round(np.asarray(x, np.float32) / np.float32(scale)) + int(zero_point), -128, 127).astype(np.int8)
 
 
 def buffer_length(tflite_path, num_outputs: int, ram_bytes: int, accounting: str = "total") -> int:

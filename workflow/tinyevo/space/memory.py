@@ -247,12 +247,9 @@ for _a in (_CONST, _SCALE, _ZERO_POINT):
     _a.flags.writeable = False
 
 
-def _out(size: int, kernel: int, stride: int) -> int:
-    return (size + 2 * (kernel // 2) - kernel) // stride + 1
-
-
 def spec_graph(spec: NetSpec) -> Graph:
-    """The int8 TFLite graph (shapes, dtypes, op order) of the feature extractor of ``spec``."""
+    """The int8 TFLite graph (shapes, dtypes, op order) of the feature extractor of ``spec``, from
+    its walk (:meth:`NetSpec.layers`); the classifier stays outside (float, on the device)."""
     tensors: list[Tensor] = []
     ops: list[Op] = []
 
@@ -266,33 +263,35 @@ def spec_graph(spec: NetSpec) -> Graph:
         ops.append(Op(len(ops), kind, list(inputs), [out], dict(options)))
         return out
 
-    def conv(x: int, h: int, cin: int, cout: int, k: int, stride: int, depthwise: bool) -> tuple[int, int]:
-        pad = k // 2
-        if stride > 1 and pad > 0:
-            x = op("PAD", [x], (1, h + 2 * pad, h + 2 * pad, cin))
-        ho = _out(h, k, stride)
-        if depthwise:
-            w = tensor((1, k, k, cout), const=True)
+    def conv(x: int, l) -> int:
+        # a strided conv pads explicitly (a PAD op), as the Keras export and the converter do
+        if l.stride > 1 and l.pad > 0:
+            x = op("PAD", [x], (1, l.in_hw + 2 * l.pad, l.in_hw + 2 * l.pad, l.cin))
+        if l.kind == "dwconv":
+            w = tensor((1, l.kernel, l.kernel, l.cout), const=True)
         else:
-            w = tensor((cout, k, k, cin), const=True)
-        b = tensor((cout,), np.int32, const=True)
-        return op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", [x, w, b], (1, ho, ho, cout)), ho
+            w = tensor((l.cout, l.kernel, l.kernel, l.cin), const=True)
+        b = tensor((l.cout,), np.int32, const=True)
+        return op("DEPTHWISE_CONV_2D" if l.kind == "dwconv" else "CONV_2D", [x, w, b], (1, l.out_hw, l.out_hw, l.cout))
 
-    h = spec.resolution
-    x = tensor((1, h, h, spec.in_channels))
-    inp = x
-    x, h = conv(x, h, spec.in_channels, spec.stem_out, spec.kernel, spec.stem_stride, False)
-    for b in spec.blocks:
-        skip = x
-        y = x
-        if b.expand:
-            y, h = conv(y, h, b.cin, b.hidden, 1, 1, False)
-        y, h = conv(y, h, b.hidden, b.hidden, b.kernel, b.stride, True)
-        y, h = conv(y, h, b.hidden, b.cout, 1, 1, False)
-        x = op("ADD", [skip, y], (1, h, h, b.cout)) if b.residual else y
-    x, h = conv(x, h, spec.blocks[-1].cout if spec.blocks else spec.stem_out, spec.head_out, 1, 1, False)
-    x = op("AVERAGE_POOL_2D", [x], (1, 1, 1, spec.head_out))
-    x = op("RESHAPE", [x], (1, spec.head_out))
+    def add(x: int, l, block_input: int) -> int:
+        return op("ADD", [block_input, x], (1, l.out_hw, l.out_hw, l.cout))
+
+    def pool(x: int, l) -> int:
+        return op("AVERAGE_POOL_2D", [x], (1, 1, 1, l.cout))
+
+    def flatten(x: int, l) -> int:
+        return op("RESHAPE", [x], (1, l.cout))
+
+    per_kind = {"conv": conv, "dwconv": conv, "pool": pool, "flatten": flatten}
+    x = inp = tensor((1, spec.resolution, spec.resolution, spec.in_channels))
+    block_input: dict[int, int] = {}
+    for l in spec.layers():
+        if l.kind == "linear":
+            break
+        if l.block >= 0 and l.block not in block_input:
+            block_input[l.block] = x
+        x = add(x, l, block_input[l.block]) if l.kind == "add" else per_kind[l.kind](x, l)
     return Graph(f"<NetSpec F={spec.head_out}>", tensors, ops, [inp], [x])
 
 

@@ -26,6 +26,8 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
+from tinyevo.space.layers import Layer, walk
+
 GENES = ("repeats", "expansions", "channels")
 _FIELD_LETTER = {"repeats": "r", "expansions": "e", "channels": "c"}
 
@@ -100,6 +102,11 @@ class NetSpec:
     def feature_size(self) -> int:
         """F: the size of the Flatten output (global pool of the head conv)."""
         return self.head_out
+
+    def layers(self) -> tuple["Layer", ...]:
+        """The layers in execution order (:func:`tinyevo.space.layers.walk`), the one walk every
+        builder, the cost and memory models and pruning read."""
+        return walk(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from tinyevo.space.layers import Layer
 from tinyevo.space.spec import BlockSpec, NetSpec
 
 
@@ -25,16 +26,23 @@ def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, 
     return nn.Sequential(*layers)
 
 
-class InvertedResidual(nn.Module):
-    """[expand 1x1 -> BN -> ReLU6] -> depthwise kxk -> BN -> ReLU6 -> project 1x1 -> BN (+ x)."""
+def conv_bn_of(layer: Layer) -> nn.Sequential:
+    """Conv -> BN [-> ReLU6] of a conv layer of the walk."""
+    return conv_bn(layer.cin, layer.cout, layer.kernel, stride=layer.stride, groups=layer.groups, act=layer.act)
 
-    def __init__(self, b: BlockSpec):
+
+class InvertedResidual(nn.Module):
+    """[expand 1x1 -> BN -> ReLU6] -> depthwise kxk -> BN -> ReLU6 -> project 1x1 -> BN (+ x), from
+    the block's layers of the walk."""
+
+    def __init__(self, b: BlockSpec, layers: Sequence[Layer]):
         super().__init__()
         self.spec = b
-        self.expand = conv_bn(b.cin, b.hidden, 1) if b.expand else None
-        self.dw = conv_bn(b.hidden, b.hidden, b.kernel, stride=b.stride, groups=b.hidden)
-        self.project = conv_bn(b.hidden, b.cout, 1, act=False)
-        self.residual = b.residual
+        role = {layer.role: layer for layer in layers}
+        self.expand = conv_bn_of(role["expand"]) if "expand" in role else None
+        self.dw = conv_bn_of(role["dw"])
+        self.project = conv_bn_of(role["project"])
+        self.residual = "add" in role
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.expand(x) if self.expand is not None else x
@@ -43,19 +51,26 @@ class InvertedResidual(nn.Module):
 
 
 class TinyNet(nn.Module):
-    """stem -> blocks -> head 1x1 conv -> global average pool -> flatten | classifier."""
+    """stem -> blocks -> head 1x1 conv -> global average pool -> flatten | classifier, one module
+    per layer of the walk (:meth:`NetSpec.layers`), named by the walk's layer names."""
 
     def __init__(self, spec: NetSpec):
         super().__init__()
         spec.check()
         self.spec = spec
-        self.stem = conv_bn(spec.in_channels, spec.stem_out, spec.kernel, stride=spec.stem_stride)
-        self.blocks = nn.Sequential(*[InvertedResidual(b) for b in spec.blocks])
-        last = spec.blocks[-1].cout if spec.blocks else spec.stem_out
-        self.head = conv_bn(last, spec.head_out, 1)
+        layers = spec.layers()
+        by_name = {layer.name: layer for layer in layers}
+        per_block: list[list[Layer]] = [[] for _ in spec.blocks]
+        for layer in layers:
+            if layer.block >= 0:
+                per_block[layer.block].append(layer)
+        self.stem = conv_bn_of(by_name["stem"])
+        self.blocks = nn.Sequential(*[InvertedResidual(b, ls) for b, ls in zip(spec.blocks, per_block)])
+        self.head = conv_bn_of(by_name["head"])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.classifier = nn.Linear(spec.head_out, spec.num_classes)
+        clf = by_name["classifier"]
+        self.classifier = nn.Linear(clf.cin, clf.cout)
         init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
