@@ -34,7 +34,7 @@ def test_logs_have_headers_and_progress(tiny_pipeline):
     logs = tiny_pipeline / "results" / "logs"
     for rel, words in [("data/digits.log", ["stage data", "digits"]),
                        ("space/enumerate.log", ["stage space", "feasible"]),
-                       ("score/shard_0.log", ["proxies", "net/s"]),
+                       (f"score/shard_1-of-{TINY['scoring']['shards']}.log", ["proxies", "net/s"]),
                        ("evolution/main.log", ["stage evolution", "it/s"]),
                        ("train/C.log", ["stage train", "device", "batch/s"]),
                        ("compress/C.log", ["stage compress"])]:

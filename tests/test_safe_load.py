@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import zipfile
 import logging
 import pickle
 import random
@@ -65,6 +66,10 @@ def test_save_and_load_model_without_pickled_objects(tmp_path):
     with pytest.raises(ValueError, match="model metadata must be JSON data"):
         save_model(tmp_path / "bad.pt", model, {"when": object()})
     assert not (tmp_path / "bad.pt").exists()
+    # the same model gives the same bytes, whatever the (random) temporary file was called
+    save_model(tmp_path / "other.pt", model, {"arch": "x", "classes": np.arange(3), "acc": np.float32(0.5)})
+    assert (tmp_path / "other.pt").read_bytes() == (tmp_path / "m.pt").read_bytes()
+    assert zipfile.ZipFile(tmp_path / "m.pt").namelist()[0] == "archive/data.pkl"
 
 
 @pytest.mark.parametrize("how", ["torch", "raw"])

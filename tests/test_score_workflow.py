@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,7 +35,8 @@ def test_score_and_rank_then_cache(tmp_path):
     first = pd.read_parquet(res / "scores/initial.parquet")
     assert not first["cache_hit"].any()
     shard_logs = sorted((res / "logs/score").glob("shard_*.log"))
-    assert len(shard_logs) == TINY["scoring"]["shards"]
+    n = TINY["scoring"]["shards"]
+    assert [p.name for p in shard_logs] == [f"shard_{k}-of-{n}.log" for k in range(1, n + 1)]
 
     (res / "scores/initial.parquet").unlink()
     # Snakemake does not rebuild a missing intermediate file whose consumers are up to date, so the
@@ -102,3 +105,16 @@ def test_gather_and_rank_imports_do_not_load_torch():
     out = subprocess.run([sys.executable, "-c", code, str(REPO / "workflow")], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "['pandas']"
+
+
+def test_set_scatter_overrides_the_shard_count(tmp_path):
+    """scoring.shards is the default count of Snakemake's scattergather `score`;
+    `--set-scatter score=N` overrides it from the command line (shard k of n: `k-of-n`)."""
+    cfg = write_yaml(tmp_path / "tiny.yaml", TINY)
+    out = run_snakemake(tmp_path, cfg, ["results/scores/initial.parquet"], extra=["-n", "--set-scatter=score=3"])
+    text = out.stdout + out.stderr
+    assert sorted(set(re.findall(r"scatteritem=(\d+-of-\d+)", text))) == ["1-of-3", "2-of-3", "3-of-3"]
+    default = run_snakemake(tmp_path, cfg, ["results/scores/initial.parquet"], extra=["-n"])
+    n = TINY["scoring"]["shards"]
+    assert sorted(set(re.findall(r"scatteritem=(\d+-of-\d+)", default.stdout + default.stderr))) == \
+        [f"{k}-of-{n}" for k in range(1, n + 1)]

@@ -157,3 +157,10 @@ def test_unsupported_op_is_named(tmp_path):
     p.write_bytes(testnets.to_int8_tflite(fe, testnets.random_images(8, 8, 1)))
     with pytest.raises(UnsupportedModelError, match="MAX_POOL_2D"):
         load_graph(p)
+
+
+def test_every_supported_op_has_one_emitter():
+    from tinyevo.tybox.codegen import EMITTERS
+    from tinyevo.tybox.model import SUPPORTED_OPS
+
+    assert sorted(EMITTERS) == sorted(SUPPORTED_OPS)

@@ -75,18 +75,21 @@ def _train_subset(wildcards):
     return _class_subset(wildcards.net, config["search_space"]["num_classes"], config["scenarios"]).meta()
 
 
+def data_inputs(*splits):
+    """The data stage's x / y arrays of ``splits`` and its stats table (rules.data.output; call
+    it once data.smk is included)."""
+    out = rules.data.output
+    return [getattr(out, f"{s}_{a}") for s in splits for a in ("x", "y")] + [out.stats]
+
+
 # ---- scenarios (scenarios.smk) -----------------------------------------------------------------
 from tinyevo.scenarios import NET_OF as _SCEN_NET
 from tinyevo.scenarios import SCENARIOS as _SCENARIOS
 
-_SCEN_DATA = f"{RESULTS}/data/{DATASET}"
-
-
 def _scenario_inputs(wildcards):
     net = _SCEN_NET[wildcards.scenario]
     d = {
-        "data": [f"{_SCEN_DATA}/{s}_{a}.npy" for s in ("train", "val", "test") for a in ("x", "y")]
-        + [f"{_SCEN_DATA}/stats.parquet"],
+        "data": data_inputs("train", "val", "test"),
         "tflite": f"{RESULTS}/compress/{net}/fe_int8.tflite",
     }
     if wildcards.variant == "float":

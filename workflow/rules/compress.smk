@@ -4,15 +4,13 @@
 # float classifier; tables and a size-vs-accuracy plot.
 
 COMPRESS_DIR = f"{RESULTS}/compress"
-_COMPRESS_DATA = f"{RESULTS}/data/{DATASET}"
 
 
 rule compress:
     """Prune {net}, choose the step that fits the device, export int8 FE + float classifier."""
     input:
         model=f"{RESULTS}/train/{{net}}/model.pt",
-        data=[f"{_COMPRESS_DATA}/{s}_{a}.npy" for s in ("train", "test") for a in ("x", "y")]
-        + [f"{_COMPRESS_DATA}/stats.parquet"],
+        data=data_inputs("train", "test"),
     output:
         pruning=f"{COMPRESS_DIR}/{{net}}/pruning.parquet",
         summary=f"{COMPRESS_DIR}/{{net}}/summary.parquet",

@@ -15,9 +15,9 @@ rule evolve:
     input:
         initial=f"{RESULTS}/rank/initial.parquet",
         norm=f"{RESULTS}/rank/normalisation.parquet",
-        train_x=f"{RESULTS}/data/{DATASET}/train_x.npy",
-        train_y=f"{RESULTS}/data/{DATASET}/train_y.npy",
-        stats=f"{RESULTS}/data/{DATASET}/stats.parquet",
+        train_x=rules.data.output.train_x,
+        train_y=rules.data.output.train_y,
+        stats=rules.data.output.stats,
     output:
         history=f"{EVO_DIR}/history.parquet",
         population=f"{EVO_DIR}/population.parquet",

@@ -19,7 +19,6 @@ FINAL_SLOTS = _round_slots(FINAL["k"], FINAL_EPOCHS, FINAL["keep"])
 FINAL_SEED = config["seed"] if FINAL["seed"] is None else FINAL["seed"]
 FINAL_OUTPUTS = {"finalists": f"{EVO_DIR}/finalists.parquet", "choice": f"{EVO_DIR}/choice.parquet",
                  "plot": f"{EVO_DIR}/plots/final_round.png"}
-_FINAL_DATA = f"{RESULTS}/data/{DATASET}"
 # Report tables (merged into REPORT_TABLES by report.smk): name -> (category, table, caption).
 FINAL_ROUND_TABLES = {
     "evolution_choice": ("Evolution", FINAL_OUTPUTS["choice"],
@@ -68,8 +67,7 @@ rule final_round_train:
     train split and measure it on the validation split."""
     input:
         unpack(lambda wc: _final_slot_inputs(FINAL_DIR, wc.net, int(wc.round), FINAL_SLOTS)),
-        data=[f"{_FINAL_DATA}/{s}_{a}.npy" for s in ("train", "val") for a in ("x", "y")]
-        + [f"{_FINAL_DATA}/stats.parquet"],
+        data=data_inputs("train", "val"),
     output:
         row=FINAL_PATHS["row"],
         state=temp(FINAL_PATHS["state"]),

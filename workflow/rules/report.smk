@@ -9,14 +9,14 @@
 
 # name -> (category, Parquet table, caption)
 REPORT_TABLES = {
-    "data_stats": ("Data", f"{RESULTS}/data/{DATASET}/stats.parquet",
+    "data_stats": ("Data", rules.data.output.stats,
                    "Per-channel mean and standard deviation (on the [0, 1] scale) of the train split; every "
                    "stage normalises its inputs with these values."),
-    "data_manifest": ("Data", f"{RESULTS}/data/{DATASET}/manifest.parquet",
+    "data_manifest": ("Data", rules.data.output.manifest,
                       "One row per image: its index in the split's array, label, split and source id/path."),
-    "data_classes": ("Data", f"{RESULTS}/data/{DATASET}/classes.parquet",
+    "data_classes": ("Data", rules.data.output.classes,
                      "Images per split and class, and the files skipped as corrupt (dataset.skip_corrupt)."),
-    "space_candidates": ("Space", f"{RESULTS}/space/candidates.parquet",
+    "space_candidates": ("Space", rules.enumerate_space.output.candidates,
                          "The initial population: architecture string, genes, parameters, MACs per image, peak "
                          "int8 activation SRAM (largest pair of consecutive activations), int8 flash, feature "
                          "size F, narrowest stage width (min_stage_width), TyBox device need (device_bytes), one "

@@ -25,7 +25,7 @@ rule scenario_tune:
         scenario="|".join(_SCENARIOS),
         variant="|".join(_SCEN_VARIANTS),
     params:
-        data_dir=_SCEN_DATA,
+        data_dir=DATA_DIR,
         scenarios=_scenario_settings,
         num_classes=config["search_space"]["num_classes"],
         tybox=config["tybox"],
@@ -58,7 +58,7 @@ rule scenario_run:
         scenario="|".join(_SCENARIOS),
         variant="|".join(_SCEN_VARIANTS),
     params:
-        data_dir=_SCEN_DATA,
+        data_dir=DATA_DIR,
         scenarios=_scenario_settings,
         num_classes=config["search_space"]["num_classes"],
         tybox=config["tybox"],

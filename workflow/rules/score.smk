@@ -1,5 +1,7 @@
 # Stages 3-4: zero-cost proxies for every candidate, scattered over `scoring.shards` jobs that
-# share the score cache, gathered into one table, then z-scored and ranked by AVG.
+# share the score cache (Snakemake's scattergather: shard k of n is `{scatteritem}` = "k-of-n";
+# `--set-scatter score=N` overrides the count from the command line), gathered into one table,
+# then z-scored and ranked by AVG.
 # The shard tables are temp(): the cache keeps every score, so deleting the gathered table
 # re-runs the shards and they read everything back from the cache.
 
@@ -16,28 +18,31 @@ INFORMATIVENESS = {
 }
 
 
+scattergather:
+    score=SCORE_SHARDS,
+
+
 rule score_shard:
-    """Proxies of every scoring.shards-th candidate, through the score cache."""
+    """Proxies of every n-th candidate (shard {scatteritem}), through the score cache."""
     input:
-        candidates=f"{RESULTS}/space/candidates.parquet",
-        train_x=f"{RESULTS}/data/{DATASET}/train_x.npy",
-        train_y=f"{RESULTS}/data/{DATASET}/train_y.npy",
-        stats=f"{RESULTS}/data/{DATASET}/stats.parquet",
+        candidates=rules.enumerate_space.output.candidates,
+        train_x=rules.data.output.train_x,
+        train_y=rules.data.output.train_y,
+        stats=rules.data.output.stats,
     output:
-        temp(f"{RESULTS}/scores/shards/{{i}}.parquet"),
+        temp(f"{RESULTS}/scores/shards/{{scatteritem}}.parquet"),
     wildcard_constraints:
-        i=r"\d+",
+        scatteritem=r"\d+-of-\d+",
     params:
         proxies={**{k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
                  "threads": config["scoring"]["threads"]},
         search_space=config["search_space"],
         device=config["compute"]["device"],
-        shards=SCORE_SHARDS,
         cache_dir=SCORE_CACHE,
     log:
-        log_of("score", "shard_{i}"),
+        log_of("score", "shard_{scatteritem}"),
     benchmark:
-        bench_of("score", "shard_{i}"),
+        bench_of("score", "shard_{scatteritem}"),
     conda:
         env("torch")
     threads: config["scoring"]["threads"]
@@ -51,8 +56,8 @@ rule score_shard:
 rule score_gather:
     """The shard tables in candidate order; compacts the score cache."""
     input:
-        candidates=f"{RESULTS}/space/candidates.parquet",
-        shards=expand(f"{RESULTS}/scores/shards/{{i}}.parquet", i=range(SCORE_SHARDS)),
+        candidates=rules.enumerate_space.output.candidates,
+        shards=gather.score(f"{RESULTS}/scores/shards/{{scatteritem}}.parquet"),
     output:
         f"{RESULTS}/scores/initial.parquet",
     params:
@@ -74,7 +79,7 @@ rule score_gather:
 rule rank_initial:
     """Per-proxy z-scores (ddof=1) over the initial nets, AVG, rank; normalisation and spread."""
     input:
-        candidates=f"{RESULTS}/space/candidates.parquet",
+        candidates=rules.enumerate_space.output.candidates,
         scores=f"{RESULTS}/scores/initial.parquet",
     output:
         **RANK_OUTPUTS,
@@ -101,10 +106,10 @@ rule proxy_informativeness:
     initialisation seeds: a seeded subset of the candidates scored with several init seeds through
     the score cache (after the gather, so the first seed's scores are cache hits)."""
     input:
-        candidates=f"{RESULTS}/space/candidates.parquet",
-        train_x=f"{RESULTS}/data/{DATASET}/train_x.npy",
-        train_y=f"{RESULTS}/data/{DATASET}/train_y.npy",
-        stats=f"{RESULTS}/data/{DATASET}/stats.parquet",
+        candidates=rules.enumerate_space.output.candidates,
+        train_x=rules.data.output.train_x,
+        train_y=rules.data.output.train_y,
+        stats=rules.data.output.stats,
         scores=f"{RESULTS}/scores/initial.parquet",
     output:
         table=INFORMATIVENESS["table"],

@@ -5,7 +5,7 @@ rule enumerate_space:
     """One row per initial net: arch string, genes, params, MACs, peak SRAM, flash, F, narrowest
     stage, TyBox device need, constraint flags (device limits, trainability guards, feasible)."""
     output:
-        f"{RESULTS}/space/candidates.parquet",
+        candidates=f"{RESULTS}/space/candidates.parquet",
     params:
         search_space=config["search_space"],
         constraints=config["constraints"],
@@ -24,4 +24,4 @@ rule enumerate_space:
         "../scripts/enumerate_space.py"
 
 
-ALL_TARGETS.append(f"{RESULTS}/space/candidates.parquet")
+ALL_TARGETS.append(rules.enumerate_space.output.candidates)

@@ -3,10 +3,7 @@
 
 TRAIN_DIR = f"{RESULTS}/train"
 VALIDATION_DIR = f"{RESULTS}/validation"
-_TRAIN_DATA = f"{RESULTS}/data/{DATASET}"
-_TRAIN_DATA_FILES = [f"{_TRAIN_DATA}/{s}_{a}.npy" for s in ("train", "test") for a in ("x", "y")] + [
-    f"{_TRAIN_DATA}/stats.parquet"
-]
+_TRAIN_DATA_FILES = data_inputs("train", "test")
 _TRAIN_NET_RE = "C|NC|C-inc|C-src"
 # Search quality (validation stage): the measures and the number of training slots, known before
 # any table exists (tinyevo.train.validation, imported without pandas or torch).
@@ -14,9 +11,7 @@ from tinyevo.train.validation import measure_names as _measure_names
 from tinyevo.train.validation import pick_measures as _pick_measures
 from tinyevo.train.validation import plan_size as _plan_size
 
-_VALIDATION_DATA_FILES = [f"{_TRAIN_DATA}/{s}_{a}.npy" for s in ("train", "val", "test") for a in ("x", "y")] + [
-    f"{_TRAIN_DATA}/stats.parquet"
-]
+_VALIDATION_DATA_FILES = data_inputs("train", "val", "test")
 # validation.enabled: false leaves the stage out of `all` and the report (its rules stay, so an
 # explicit target such as results/validation/correlations.parquet still runs it)
 VALIDATION_ENABLED = bool(config["validation"]["enabled"])

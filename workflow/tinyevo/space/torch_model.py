@@ -151,8 +151,10 @@ def save_model(path, model: TinyNet, meta: dict | None = None) -> None:
 
     payload = {"format": MODEL_FORMAT, "netspec": json_data(model.spec.to_dict(), "the NetSpec"),
                "meta": json_data(dict(meta or {}), "the model metadata"), "state_dict": model.state_dict()}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # through a file handle: the archive's records are then named "archive/..." instead of after
+    # the random temporary file, so the same payload gives the same bytes in every run
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def load_model(path, map_location="cpu") -> tuple[TinyNet, NetSpec, dict]:

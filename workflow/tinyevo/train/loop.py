@@ -307,8 +307,10 @@ def _set_rng_states(st: Mapping[str, Any], device: torch.device) -> None:
 
 
 def _save_checkpoint(path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # through a file handle: the archive's records are then named "archive/..." instead of after
+    # the random temporary file, so the same payload gives the same bytes in every run
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
 # ----------------------------------------------------------------------------------------------
