@@ -175,23 +175,95 @@ def _class_subset(meta: Mapping[str, Any], num_outputs: int):
     return ClassSubset(tuple(range(num_outputs)), num_outputs, remap=False)
 
 
+def _summary(net: str, steps, k: int, actual: Mapping[str, Any], int8_acc: float, M: int,
+             max_logit_diff: float) -> pd.DataFrame:
+    """One row per model (baseline float, pruned float, pruned int8 FE): size, accuracy, F, params,
+    buffer samples, share of the baseline's size."""
+    chosen = steps[k]
+    base_f, _ = size_terms(steps[0].terms)
+    pf, _ = size_terms(chosen.terms)
+    _, i8 = size_terms(actual)
+    rows = [
+        dict(model="baseline_float", step=0, size_bytes=base_f, test_acc=steps[0].row["test_acc"],
+             feature_size=steps[0].model.spec.feature_size, params=steps[0].row["params"],
+             buffer_samples=int(steps[0].terms["n_samples"])),
+        dict(model="pruned_float", step=k, size_bytes=pf, test_acc=chosen.row["test_acc"],
+             feature_size=chosen.model.spec.feature_size, params=chosen.row["params"],
+             buffer_samples=int(chosen.terms["n_samples"])),
+        dict(model="pruned_int8_fe", step=k, size_bytes=i8, test_acc=int8_acc,
+             feature_size=chosen.model.spec.feature_size, params=chosen.row["params"],
+             buffer_samples=int(actual["n_samples"])),
+    ]
+    summary = pd.DataFrame(rows)
+    summary["share_of_baseline"] = summary["size_bytes"] / float(base_f)
+    summary.insert(0, "net", net)
+    summary["ram_bytes"] = M
+    summary["keras_max_logit_diff"] = max_logit_diff
+    return summary
+
+
+def _int8_memory(out_tflite: str, classifier, chosen, M: int, accounting: str, log) -> dict:
+    """The TyBox memory terms of the written int8 model, checked against the NetSpec prediction."""
+    from tinyevo.tybox.memory import memory_terms
+    from tinyevo.tybox.model import load_graph
+
+    actual = memory_terms(load_graph(out_tflite), classifier.get_layer("classifier").get_weights(), M,
+                          accounting=accounting)
+    for key in ("fe_flash", "arena_pair", "arena", "net_bytes", "n_samples"):
+        if int(actual[key]) != int(chosen.terms[key]):
+            log.warning("memory term %s: NetSpec prediction %d != int8 model %d", key, chosen.terms[key], actual[key])
+    log.info("TyBox memory of the int8 model: net %d B, buffer %d B = %d samples of %d B (M = %d B)",
+             actual["net_bytes"], actual["buffer_bytes"], actual["n_samples"], actual["sample_bytes"], M)
+    return actual
+
+
+def _prune_and_choose(model, train, test, stats, compress: Mapping[str, Any], settings: dict, seed: int, dev,
+                      M: int, min_samples: int, accounting: str, log):
+    """The pruning steps (each fine-tuned when ``finetune_epochs`` > 0) and the index of the
+    least-pruned one that fits the device."""
+    from tinyevo.runtime import seed_everything
+    from tinyevo.train.loop import evaluate, fit
+
+    def acc_of(m) -> float:
+        return float(evaluate(m, test[0], test[1], stats, dev)[1])
+
+    def finetune(m, step: int) -> None:
+        if settings["epochs"] > 0:
+            s = dict(settings, seed=int(seed) + step)
+            seed_everything(s["seed"])
+            fit(m, train, None, stats, s, device=dev, progress=True, logger=log)
+        m.cpu()
+
+    steps = prune_schedule(model, float(compress["step_fraction"]), int(compress["max_steps"]), M, min_samples,
+                           acc_of, finetune if settings["epochs"] > 0 else None, accounting=accounting, logger=log,
+                           stop_when_fits=_sweep_mode(compress) == "fit")
+    try:
+        k = choose_step([dict(s.terms, step=s.row["step"]) for s in steps], M, min_samples)
+    except BudgetError as exc:
+        log.error("pruning steps:\n%s", pruning_table(steps, None).to_string(index=False))
+        log.error("%s", exc)
+        raise
+    log.info("chosen: step %d (least-pruned with >= %d buffer samples): F=%d, %d samples",
+             k, min_samples, steps[k].model.spec.feature_size, steps[k].terms["n_samples"])
+    return steps, k
+
+
 def run_compress(model_path: str, data_dir: str, net: str, compress: Mapping[str, Any], device_cfg: Mapping[str, Any],
                  compute_device: str, seed: int, out_pruning: str, out_summary: str, out_tflite: str,
                  out_classifier: str, out_model: str, accounting: str = "total",
                  logger: logging.Logger | None = None) -> pd.DataFrame:
-    """The rule ``compress``: everything from the trained model to the files."""
+    """The rule ``compress``: everything from the trained model to the files. Steps: load the
+    model and its classes' data, prune and choose the step that fits (:func:`_prune_and_choose`),
+    export the chosen step to int8 and write its files, check the int8 model's memory terms
+    (:func:`_int8_memory`), write the pruning and summary tables (:func:`_summary`)."""
     from tinyevo.data import load_split, load_stats
     from tinyevo.io import atomic_path, write_parquet
-    from tinyevo.runtime import pick_device, seed_everything
+    from tinyevo.runtime import pick_device
     from tinyevo.space.torch_model import load_model, save_model
-    from tinyevo.train.loop import evaluate, fit
-    from tinyevo.tybox.memory import memory_terms
-    from tinyevo.tybox.model import load_graph
 
     log = logger or LOG
     M = int(device_cfg["ram_bytes"])
     min_samples = int(device_cfg["min_buffer_samples"])
-    frac = float(compress["step_fraction"])
     model, spec, meta = load_model(model_path)
     subset = _class_subset(meta, spec.num_classes)
     train = subset.select(*load_split(data_dir, "train"))
@@ -205,29 +277,9 @@ def run_compress(model_path: str, data_dir: str, net: str, compress: Mapping[str
     log.info("net %s: %s; classes %s; M = %d B, min buffer %d samples, device %s",
              net, meta.get("arch", "?"), list(subset.classes), M, min_samples, dev)
 
-    def acc_of(m) -> float:
-        return float(evaluate(m, test[0], test[1], stats, dev)[1])
-
-    def finetune(m, step: int) -> None:
-        if settings["epochs"] > 0:
-            s = dict(settings, seed=int(seed) + step)
-            seed_everything(s["seed"])
-            fit(m, train, None, stats, s, device=dev, progress=True, logger=log)
-        m.cpu()
-
-    steps = prune_schedule(model, frac, int(compress["max_steps"]), M, min_samples, acc_of,
-                           finetune if settings["epochs"] > 0 else None, accounting=accounting, logger=log,
-                           stop_when_fits=_sweep_mode(compress) == "fit")
-    try:
-        k = choose_step([dict(s.terms, step=s.row["step"]) for s in steps], M, min_samples)
-    except BudgetError as exc:
-        log.error("pruning steps:\n%s", pruning_table(steps, None).to_string(index=False))
-        log.error("%s", exc)
-        raise
+    steps, k = _prune_and_choose(model, train, test, stats, compress, settings, seed, dev, M, min_samples,
+                                 accounting, log)
     chosen = steps[k]
-    log.info("chosen: step %d (least-pruned with >= %d buffer samples): F=%d, %d samples",
-             k, min_samples, chosen.model.spec.feature_size, chosen.terms["n_samples"])
-
     x_tr_norm = normalised_nhwc(train[0], *stats)
     x_te_norm = normalised_nhwc(test[0], *stats)
     res = export_int8(chosen.model, x_tr_norm, (x_te_norm, test[1]), int(compress["representative_samples"]),
@@ -239,37 +291,13 @@ def run_compress(model_path: str, data_dir: str, net: str, compress: Mapping[str
     save_model(out_model, chosen.model.cpu(),
                {**dict(meta), "pruned_step": int(k), "pruned_from": str(model_path)})
 
-    actual = memory_terms(load_graph(out_tflite), res.classifier.get_layer("classifier").get_weights(), M,
-                          accounting=accounting)
-    for key in ("fe_flash", "arena_pair", "arena", "net_bytes", "n_samples"):
-        if int(actual[key]) != int(chosen.terms[key]):
-            log.warning("memory term %s: NetSpec prediction %d != int8 model %d", key, chosen.terms[key], actual[key])
-    log.info("TyBox memory of the int8 model: net %d B, buffer %d B = %d samples of %d B (M = %d B)",
-             actual["net_bytes"], actual["buffer_bytes"], actual["n_samples"], actual["sample_bytes"], M)
-
-    base_f, _ = size_terms(steps[0].terms)
-    pf, _ = size_terms(chosen.terms)
-    _, i8 = size_terms(actual)
-    rows = [
-        dict(model="baseline_float", step=0, size_bytes=base_f, test_acc=steps[0].row["test_acc"],
-             feature_size=steps[0].model.spec.feature_size, params=steps[0].row["params"],
-             buffer_samples=int(steps[0].terms["n_samples"])),
-        dict(model="pruned_float", step=k, size_bytes=pf, test_acc=chosen.row["test_acc"],
-             feature_size=chosen.model.spec.feature_size, params=chosen.row["params"],
-             buffer_samples=int(chosen.terms["n_samples"])),
-        dict(model="pruned_int8_fe", step=k, size_bytes=i8, test_acc=res.test_acc,
-             feature_size=chosen.model.spec.feature_size, params=chosen.row["params"],
-             buffer_samples=int(actual["n_samples"])),
-    ]
-    summary = pd.DataFrame(rows)
-    summary["share_of_baseline"] = summary["size_bytes"] / float(base_f)
-    summary.insert(0, "net", net)
-    summary["ram_bytes"] = M
-    summary["keras_max_logit_diff"] = res.max_logit_diff
+    actual = _int8_memory(out_tflite, res.classifier, chosen, M, accounting, log)
+    summary = _summary(net, steps, k, actual, res.test_acc, M, res.max_logit_diff)
     write_parquet(pruning_table(steps, k).assign(net=net), out_pruning)
     write_parquet(summary, out_summary)
+    acc = summary["test_acc"].tolist()
     log.info("accuracy: baseline %.4f, pruned float %.4f, pruned int8 FE %.4f (drop from float %.4f)",
-             rows[0]["test_acc"], rows[1]["test_acc"], rows[2]["test_acc"], rows[1]["test_acc"] - rows[2]["test_acc"])
+             acc[0], acc[1], acc[2], acc[1] - acc[2])
     return summary
 
 

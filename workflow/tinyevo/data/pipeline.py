@@ -225,10 +225,67 @@ def _check_cfg(cfg: dict) -> tuple[int, int]:
     return int(res), int(ch)
 
 
-def prepare(cfg: dict, out_dir: str | os.PathLike, threads: int = 1, log: logging.Logger | None = None) -> dict:
-    """See :func:`tinyevo.data.prepare`."""
+def _log_skips(log, split: str, bad: list, n: int) -> None:
+    log.warning("%s split: skipped %d unreadable image(s) of %d", split, len(bad), n)
+    for _, exc in bad[:MAX_LISTED]:
+        log.warning("  skipped %s: %s", exc.ref, exc.reason)
+    if len(bad) > MAX_LISTED:
+        log.warning("  ... and %d more", len(bad) - MAX_LISTED)
+
+
+def _write_split(src, split: str, idx: np.ndarray, out: Path, stack, name: str, resolution: int, channels: int,
+                 threads: int, skip_corrupt: bool, log):
+    """Decode one split into ``{split}_x.npy`` / ``{split}_y.npy`` (temporary paths, renamed when
+    ``stack`` closes): (kept indices, skipped count, class counts, manifest rows, the x temp path)."""
     import pandas as pd
 
+    tmp_x = stack.enter_context(atomic_path(out / f"{split}_x.npy", suffix=".npy"))
+    tmp_y = stack.enter_context(atomic_path(out / f"{split}_y.npy", suffix=".npy"))
+    bad = _decode_into(src, idx, tmp_x, resolution, channels, threads, skip_corrupt, f"{name} {split}")
+    keep = np.ones(len(idx), dtype=bool)
+    if bad:
+        keep[[j for j, _ in bad]] = False
+        _log_skips(log, split, bad, len(idx))
+        _compact(tmp_x, keep)
+    kept = idx[keep]
+    if split == "train" and len(kept) == 0:
+        raise DataError(f"no readable image left in the train split ({len(idx)} unreadable)")
+    counts = class_counts(split, src.labels[idx], keep, list(src.classes))
+    if bad:
+        _log_skipped(log, counts, split)
+        _check_no_class_emptied(counts, split)
+    y = src.labels[kept].astype(np.int64)
+    np.save(tmp_y, y)
+    manifest = pd.DataFrame({
+        "split": split,
+        "index": np.arange(len(kept), dtype=np.int64),
+        "label": y,
+        "class_name": [src.classes[int(t)] if 0 <= t < len(src.classes) else str(t) for t in y],
+        "source": [src.refs[int(i)] for i in kept],
+        "source_id": src.ids[kept].astype(np.int64),
+    })
+    log.info("%s: %d images -> %s", split, len(kept), out / f"{split}_x.npy")
+    return kept, len(bad), counts, manifest, tmp_x
+
+
+def _write_tables(out: Path, stack, stats, channels: int, manifest: list, counts: list) -> None:
+    """stats.parquet (train mean / std per channel), manifest.parquet and classes.parquet."""
+    import pandas as pd
+
+    mean, std = stats
+    stats_df = pd.DataFrame({"channel": np.arange(channels, dtype=np.int64), "mean": mean, "std": std})
+    tmp_stats = stack.enter_context(atomic_path(out / STATS))
+    stats_df.to_parquet(tmp_stats, index=False, engine="pyarrow")
+    tmp_man = stack.enter_context(atomic_path(out / MANIFEST))
+    pd.concat(manifest, ignore_index=True).to_parquet(tmp_man, index=False, engine="pyarrow")
+    tmp_cls = stack.enter_context(atomic_path(out / CLASSES))
+    pd.concat(counts, ignore_index=True).to_parquet(tmp_cls, index=False, engine="pyarrow")
+
+
+def prepare(cfg: dict, out_dir: str | os.PathLike, threads: int = 1, log: logging.Logger | None = None) -> dict:
+    """See :func:`tinyevo.data.prepare`. Steps: read the source, split it, decode each split
+    (:func:`_write_split`), write the tables (:func:`_write_tables`); every file is renamed into
+    place only when all of them are written."""
     log = log or logging.getLogger("tinyevo.data")
     resolution, channels = _check_cfg(cfg)
     seed = int(cfg.get("seed") or 0)
@@ -258,53 +315,20 @@ def prepare(cfg: dict, out_dir: str | os.PathLike, threads: int = 1, log: loggin
     out.mkdir(parents=True, exist_ok=True)
     sizes: dict[str, int] = {}
     skipped: dict[str, int] = {}
-    manifest: list[pd.DataFrame] = []
-    counts: list[pd.DataFrame] = []
+    manifest: list = []
+    counts: list = []
     with contextlib.ExitStack() as stack:
         stats = None
         for split in SPLITS:
-            idx = splits[split]
-            tmp_x = stack.enter_context(atomic_path(out / f"{split}_x.npy", suffix=".npy"))
-            tmp_y = stack.enter_context(atomic_path(out / f"{split}_y.npy", suffix=".npy"))
-            bad = _decode_into(src, idx, tmp_x, resolution, channels, threads, skip_corrupt, f"{name} {split}")
-            keep = np.ones(len(idx), dtype=bool)
-            if bad:
-                keep[[j for j, _ in bad]] = False
-                log.warning("%s split: skipped %d unreadable image(s) of %d", split, len(bad), len(idx))
-                for _, exc in bad[:MAX_LISTED]:
-                    log.warning("  skipped %s: %s", exc.ref, exc.reason)
-                if len(bad) > MAX_LISTED:
-                    log.warning("  ... and %d more", len(bad) - MAX_LISTED)
-                _compact(tmp_x, keep)
-            kept = idx[keep]
-            if split == "train" and len(kept) == 0:
-                raise DataError(f"no readable image left in the train split ({len(idx)} unreadable)")
-            counts.append(class_counts(split, src.labels[idx], keep, list(src.classes)))
-            if bad:
-                _log_skipped(log, counts[-1], split)
-                _check_no_class_emptied(counts[-1], split)
-            y = src.labels[kept].astype(np.int64)
-            np.save(tmp_y, y)
-            sizes[split], skipped[split] = int(len(kept)), int(len(bad))
-            manifest.append(pd.DataFrame({
-                "split": split,
-                "index": np.arange(len(kept), dtype=np.int64),
-                "label": y,
-                "class_name": [src.classes[int(t)] if 0 <= t < len(src.classes) else str(t) for t in y],
-                "source": [src.refs[int(i)] for i in kept],
-                "source_id": src.ids[kept].astype(np.int64),
-            }))
+            kept, n_bad, cnt, man, tmp_x = _write_split(src, split, splits[split], out, stack, name, resolution,
+                                                        channels, threads, skip_corrupt, log)
+            sizes[split], skipped[split] = int(len(kept)), int(n_bad)
+            counts.append(cnt)
+            manifest.append(man)
             if split == "train":
                 stats = channel_stats(np.load(tmp_x, mmap_mode="r"))
-            log.info("%s: %d images -> %s", split, len(kept), out / f"{split}_x.npy")
-        mean, std = stats
-        stats_df = pd.DataFrame({"channel": np.arange(channels, dtype=np.int64), "mean": mean, "std": std})
-        tmp_stats = stack.enter_context(atomic_path(out / STATS))
-        stats_df.to_parquet(tmp_stats, index=False, engine="pyarrow")
-        tmp_man = stack.enter_context(atomic_path(out / MANIFEST))
-        pd.concat(manifest, ignore_index=True).to_parquet(tmp_man, index=False, engine="pyarrow")
-        tmp_cls = stack.enter_context(atomic_path(out / CLASSES))
-        pd.concat(counts, ignore_index=True).to_parquet(tmp_cls, index=False, engine="pyarrow")
+        _write_tables(out, stack, stats, channels, manifest, counts)
+    mean, std = stats
     log.info("train mean %s std %s", np.round(mean, 4).tolist(), np.round(std, 4).tolist())
     if any(skipped.values()):
         log.warning("skipped %d unreadable image(s) in total", sum(skipped.values()))

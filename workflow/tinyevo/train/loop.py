@@ -316,6 +316,82 @@ def _save_checkpoint(path, payload: dict) -> None:
 # ----------------------------------------------------------------------------------------------
 # the loop
 # ----------------------------------------------------------------------------------------------
+def _stop_epoch(stop_after, epochs: int) -> int:
+    stop = epochs if stop_after is None else stop_after
+    if not isinstance(stop, (int, np.integer)) or isinstance(stop, bool) or not 0 <= stop <= epochs:
+        raise ValueError(f"stop_after must be an epoch count in 0..{epochs} (the settings' epochs), "
+                         f"got {stop_after!r}")
+    return int(stop)
+
+
+def _resume(checkpoint_path, fp: dict, model, opt, sched, scaler, use_amp: bool, device, stop: int, epochs: int,
+            on_mismatch: str, log) -> tuple[list[dict], int]:
+    """(history rows, epochs done) from ``checkpoint_path`` when it exists and matches the run's
+    fingerprint (model, optimiser, schedule, scaler and RNG states restored); ``([], 0)`` for a
+    fresh start. A mismatch raises (``on_mismatch`` ``error``) or is logged and ignored."""
+    if checkpoint_path is None or not Path(checkpoint_path).is_file():
+        return [], 0
+    try:
+        ck = load_checkpoint(checkpoint_path)
+    except CheckpointError as exc:
+        if on_mismatch == "error":
+            raise
+        log.warning("ignoring %s; starting afresh", exc)
+        return [], 0
+    if ck.get("fingerprint") != fp:
+        why = _describe_mismatch(ck.get("fingerprint") or {}, fp)
+        if on_mismatch == "error":
+            raise ValueError(f"training checkpoint {checkpoint_path} cannot be resumed: {why}; "
+                             "delete it to start the training afresh")
+        log.warning("ignoring training checkpoint %s: %s; starting afresh", checkpoint_path, why)
+        return [], 0
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    if sched is not None and ck.get("scheduler") is not None:
+        sched.load_state_dict(ck["scheduler"])
+    if ck.get("scaler") is not None and use_amp:
+        scaler.load_state_dict(ck["scaler"])
+    _set_rng_states(ck["rng"], device)
+    start = int(ck["epoch"])
+    if start > stop:
+        raise ValueError(f"training checkpoint {checkpoint_path} is after epoch {start}, past "
+                         f"stop_after = {stop}")
+    log.info("resuming from %s after epoch %d of %d", checkpoint_path, start, epochs)
+    return list(ck["history"]), start
+
+
+def _train_epoch(model, data: "_Batches", s: Mapping[str, Any], epoch: int, bounds, opt, scaler, loss_fn,
+                 use_amp: bool, device, progress: bool) -> tuple[float, float]:
+    """One epoch over the training set in the epoch's seeded order: (mean loss, accuracy)."""
+    gen = _epoch_generator(s["seed"], epoch)
+    order = torch.randperm(data.n, generator=gen).numpy()
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    steps = len(bounds)
+    bar = _progress(total=steps, desc=f"epoch {epoch + 1}/{s['epochs']}", unit="batch", disable=not progress)
+    for b in range(steps):
+        idx = order[bounds[b][0]:bounds[b][1]]
+        xb, yb = data.get(idx)
+        if s["augment"]:
+            xb = augment_batch(xb.cpu(), gen, s["flip"]).to(device)
+        inp = data.normalise(xb)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(inp)
+            loss = loss_fn(logits.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        loss_sum += loss.detach().double() * len(idx)
+        correct += (logits.detach().argmax(1) == yb).sum()
+        bar.update(1)
+        if b % 20 == 0:
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    bar.close()
+    return float(loss_sum) / data.n, int(correct) / data.n
+
+
 def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequence, settings: Mapping[str, Any] | None,
         device="cpu", checkpoint_path: str | os.PathLike | None = None, progress: bool = True,
         amp: bool = False, on_mismatch: str = "error", logger: logging.Logger | None = None,
@@ -325,16 +401,16 @@ def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequenc
     ``stop_after`` (``None`` = ``epochs``): stop once this many epochs of the ``epochs``-epoch run
     are done. The learning-rate schedule still spans ``epochs``, so a later call with the same
     settings, the same checkpoint and a larger ``stop_after`` continues the very same run (the
-    successive-halving rounds of :mod:`tinyevo.train.final_round`)."""
+    successive-halving rounds of :mod:`tinyevo.train.final_round`).
+
+    Steps: check the settings and the data, set up the optimiser and schedule, resume from the
+    checkpoint (:func:`_resume`), then per epoch train (:func:`_train_epoch`), step the schedule,
+    evaluate, log and checkpoint."""
     log = logger or LOG
     s = resolve_settings(settings)
     if on_mismatch not in ("error", "restart"):
         raise ValueError(f"on_mismatch must be 'error' or 'restart', got {on_mismatch!r}")
-    stop = s["epochs"] if stop_after is None else stop_after
-    if not isinstance(stop, (int, np.integer)) or isinstance(stop, bool) or not 0 <= stop <= s["epochs"]:
-        raise ValueError(f"stop_after must be an epoch count in 0..{s['epochs']} (the settings' epochs), "
-                         f"got {stop_after!r}")
-    stop = int(stop)
+    stop = _stop_epoch(stop_after, s["epochs"])
     device = torch.device(device)
     x_tr, y_tr = train
     _check_labels(model, y_tr, "training")
@@ -355,74 +431,18 @@ def fit(model: nn.Module, train: Sequence, test: Sequence | None, stats: Sequenc
     sched = CosineSchedule(opt, T_max=max(1, s["epochs"])) if s["schedule"] == "cosine" else None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     fp = _fingerprint(model, s, data.n, n_test)
-
-    rows: list[dict] = []
-    start = 0
-    ck = None
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        try:
-            ck = load_checkpoint(checkpoint_path)
-        except CheckpointError as exc:
-            if on_mismatch == "error":
-                raise
-            log.warning("ignoring %s; starting afresh", exc)
-    if ck is not None:
-        if ck.get("fingerprint") != fp:
-            why = _describe_mismatch(ck.get("fingerprint") or {}, fp)
-            if on_mismatch == "error":
-                raise ValueError(f"training checkpoint {checkpoint_path} cannot be resumed: {why}; "
-                                 "delete it to start the training afresh")
-            log.warning("ignoring training checkpoint %s: %s; starting afresh", checkpoint_path, why)
-        else:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            if sched is not None and ck.get("scheduler") is not None:
-                sched.load_state_dict(ck["scheduler"])
-            if ck.get("scaler") is not None and use_amp:
-                scaler.load_state_dict(ck["scaler"])
-            _set_rng_states(ck["rng"], device)
-            rows = list(ck["history"])
-            start = int(ck["epoch"])
-            if start > stop:
-                raise ValueError(f"training checkpoint {checkpoint_path} is after epoch {start}, past "
-                                 f"stop_after = {stop}")
-            log.info("resuming from %s after epoch %d of %d", checkpoint_path, start, s["epochs"])
+    rows, start = _resume(checkpoint_path, fp, model, opt, sched, scaler, use_amp, device, stop, s["epochs"],
+                          on_mismatch, log)
 
     loss_fn = nn.CrossEntropyLoss()  # per-sample mean
     bounds = batch_bounds(data.n, s["batch_size"])
-    steps = len(bounds)
     for epoch in range(start, stop):
         t0 = time.perf_counter()
-        gen = _epoch_generator(s["seed"], epoch)
-        order = torch.randperm(data.n, generator=gen).numpy()
         lr = opt.param_groups[0]["lr"]
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        bar = _progress(total=steps, desc=f"epoch {epoch + 1}/{s['epochs']}", unit="batch",
-                        disable=not progress)
-        for b in range(steps):
-            idx = order[bounds[b][0]:bounds[b][1]]
-            xb, yb = data.get(idx)
-            if s["augment"]:
-                xb = augment_batch(xb.cpu(), gen, s["flip"]).to(device)
-            inp = data.normalise(xb)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(inp)
-                loss = loss_fn(logits.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            loss_sum += loss.detach().double() * len(idx)
-            correct += (logits.detach().argmax(1) == yb).sum()
-            bar.update(1)
-            if b % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        bar.close()
+        train_loss, train_acc = _train_epoch(model, data, s, epoch, bounds, opt, scaler, loss_fn, use_amp, device,
+                                             progress)
         if sched is not None:
             sched.step()
-        train_loss, train_acc = float(loss_sum) / data.n, int(correct) / data.n
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training loss is {train_loss} in epoch {epoch + 1}; the training diverged "
                                      f"(lower the learning rate, config key 'train.lr', now {s['lr']})")

@@ -72,10 +72,8 @@ def _options(op_t, kind: str) -> dict:
     return opts
 
 
-def load_graph(path: str | Path) -> Graph:
-    """Parse ``path`` (a .tflite flatbuffer) into a :class:`Graph`; raise clear errors for
-    missing files, non-int8 models and unsupported ops."""
-    p = Path(path)
+def _read_model(p: Path):
+    """The flatbuffer bytes and the object API model of ``p``, with its one subgraph."""
     if not p.is_file():
         raise FileNotFoundError(f"int8 feature extractor not found: {p}")
     buf = p.read_bytes()
@@ -87,37 +85,39 @@ def load_graph(path: str | Path) -> Graph:
     if not model.subgraphs or len(model.subgraphs) != 1:
         raise UnsupportedModelError(f"{p}: expected exactly one subgraph, found "
                                     f"{len(model.subgraphs or [])}")
-    sg = model.subgraphs[0]
-    names = _opcode_names(schema)
+    return buf, schema, model, model.subgraphs[0]
 
-    tensors = []
-    for i, t in enumerate(sg.tensors):
-        dtype = _DTYPES.get(int(t.type))
-        if dtype is None:
-            raise UnsupportedModelError(f"{p}: tensor {i} has unsupported type code {t.type}")
-        data = None
-        b = model.buffers[t.buffer] if t.buffer is not None and t.buffer < len(model.buffers) else None
-        if b is not None:
-            if b.data is not None and len(b.data):
-                raw = np.asarray(b.data, dtype=np.uint8).tobytes()
-            elif b.offset and b.offset > 1:
-                raw = buf[b.offset:b.offset + b.size]
-            else:
-                raw = None
-            if raw is not None:
-                shape = tuple(int(s) for s in (t.shape if t.shape is not None else []))
-                data = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
-        q = t.quantization
-        scale = zp = None
-        qdim = 0
-        if q is not None and q.scale is not None and len(q.scale):
-            scale = np.asarray(q.scale, dtype=np.float64)
-            zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scale), dtype=np.int64)
-            qdim = int(q.quantizedDimension)
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        tensors.append(Tensor(i, name, tuple(int(s) for s in (t.shape if t.shape is not None else [])),
-                              dtype, scale, zp, qdim, data))
 
+def _tensor(p: Path, i: int, t, model, buf: bytes) -> Tensor:
+    """Tensor ``i`` of the subgraph: shape, dtype, quantisation and (for a constant) its data."""
+    dtype = _DTYPES.get(int(t.type))
+    if dtype is None:
+        raise UnsupportedModelError(f"{p}: tensor {i} has unsupported type code {t.type}")
+    shape = tuple(int(s) for s in (t.shape if t.shape is not None else []))
+    data = None
+    b = model.buffers[t.buffer] if t.buffer is not None and t.buffer < len(model.buffers) else None
+    if b is not None:
+        if b.data is not None and len(b.data):
+            raw = np.asarray(b.data, dtype=np.uint8).tobytes()
+        elif b.offset and b.offset > 1:
+            raw = buf[b.offset:b.offset + b.size]
+        else:
+            raw = None
+        if raw is not None:
+            data = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    q = t.quantization
+    scale = zp = None
+    qdim = 0
+    if q is not None and q.scale is not None and len(q.scale):
+        scale = np.asarray(q.scale, dtype=np.float64)
+        zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scale), dtype=np.int64)
+        qdim = int(q.quantizedDimension)
+    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+    return Tensor(i, name, shape, dtype, scale, zp, qdim, data)
+
+
+def _raw_ops(model, sg, names: dict) -> list[tuple]:
+    """(index, op name, inputs, outputs, op object) of every operator, in order."""
     raw_ops = []
     for k, op_t in enumerate(sg.operators or []):
         code_t = model.operatorCodes[op_t.opcodeIndex]
@@ -128,10 +128,13 @@ def load_graph(path: str | Path) -> Graph:
         ins = [int(i) for i in (op_t.inputs if op_t.inputs is not None else [])]
         outs = [int(i) for i in (op_t.outputs if op_t.outputs is not None else [])]
         raw_ops.append((k, kind, ins, outs, op_t))
+    return raw_ops
 
-    # Ops that only compute the (static) target shape of a RESHAPE, e.g. the SHAPE ->
-    # STRIDED_SLICE -> PACK chain Keras' Flatten emits for a dynamic batch: the output shape is
-    # already known from the tensors, so these ops are dropped.
+
+def _shape_only_ops(raw_ops: list[tuple], sg) -> set[int]:
+    """Ops that only compute the (static) target shape of a RESHAPE, e.g. the SHAPE ->
+    STRIDED_SLICE -> PACK chain Keras' Flatten emits for a dynamic batch: the output shape is
+    already known from the tensors, so these ops are dropped."""
     shape_only = {op[2][1] for op in raw_ops if op[1] == "RESHAPE" and len(op[2]) > 1}
     dropped = set()
     changed = True
@@ -146,20 +149,11 @@ def load_graph(path: str | Path) -> Graph:
                     if i >= 0 and _DTYPES.get(int(sg.tensors[i].type)) is np.int32:
                         shape_only.add(i)
                 changed = True
+    return dropped
 
-    ops = []
-    for k, kind, ins, outs, op_t in raw_ops:
-        if k in dropped:
-            continue
-        if kind not in SUPPORTED_OPS:
-            raise UnsupportedModelError(
-                f"{p}: op #{k} {kind} is not supported by the TyBox generator "
-                f"(supported: {', '.join(SUPPORTED_OPS)})")
-        if kind == "RESHAPE":
-            ins = ins[:1]  # the target shape is the output tensor's static shape
-        ops.append(Op(len(ops), kind, ins, outs, _options(op_t, kind)))
 
-    g = Graph(str(p), tensors, ops, [int(i) for i in sg.inputs], [int(i) for i in sg.outputs])
+def _check_int8(p: Path, g: Graph) -> None:
+    """One quantised int8 input and output, and int8 activations everywhere."""
     if len(g.inputs) != 1 or len(g.outputs) != 1:
         raise UnsupportedModelError(f"{p}: expected one input and one output tensor, found "
                                     f"{len(g.inputs)} and {len(g.outputs)}")
@@ -177,4 +171,29 @@ def load_graph(path: str | Path) -> Graph:
                 raise UnsupportedModelError(
                     f"{p}: op #{op.index} {op.kind} has a {np.dtype(t.dtype).name} activation "
                     f"{t.name!r}; only full-integer int8 models are supported")
+
+
+def load_graph(path: str | Path) -> Graph:
+    """Parse ``path`` (a .tflite flatbuffer) into a :class:`Graph`; raise clear errors for
+    missing files, non-int8 models and unsupported ops. Steps: read the flatbuffer, its tensors
+    and operators, drop the ops that only compute a RESHAPE's static shape, check every op is
+    supported and the model is full-integer int8."""
+    p = Path(path)
+    buf, schema, model, sg = _read_model(p)
+    tensors = [_tensor(p, i, t, model, buf) for i, t in enumerate(sg.tensors)]
+    raw_ops = _raw_ops(model, sg, _opcode_names(schema))
+    dropped = _shape_only_ops(raw_ops, sg)
+    ops = []
+    for k, kind, ins, outs, op_t in raw_ops:
+        if k in dropped:
+            continue
+        if kind not in SUPPORTED_OPS:
+            raise UnsupportedModelError(
+                f"{p}: op #{k} {kind} is not supported by the TyBox generator "
+                f"(supported: {', '.join(SUPPORTED_OPS)})")
+        if kind == "RESHAPE":
+            ins = ins[:1]  # the target shape is the output tensor's static shape
+        ops.append(Op(len(ops), kind, ins, outs, _options(op_t, kind)))
+    g = Graph(str(p), tensors, ops, [int(i) for i in sg.inputs], [int(i) for i in sg.outputs])
+    _check_int8(p, g)
     return g
