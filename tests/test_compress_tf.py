@@ -9,9 +9,9 @@ import torch
 tf = pytest.importorskip("tensorflow")
 
 from tinyevo.compress.budget import spec_memory  # noqa: E402
-from tinyevo.compress.keras_model import nchw_to_nhwc, split_keras, torch_to_keras  # noqa: E402
+from tinyevo.export.keras_model import nchw_to_nhwc, split_keras, torch_to_keras  # noqa: E402
 from tinyevo.compress.prune import prune_unit, units_of  # noqa: E402
-from tinyevo.compress.quantize import Int8FE, convert_int8, representative_indices  # noqa: E402
+from tinyevo.export.int8 import Int8FE, convert_int8, representative_indices  # noqa: E402
 from tinyevo.compress.stage import export_int8  # noqa: E402
 from tinyevo.space.spec import BlockSpec, NetSpec  # noqa: E402
 

@@ -47,7 +47,7 @@ def setup(tmp_path_factory):
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from tinyevo.compress.quantize import Int8FE, convert_int8
+    from tinyevo.export.int8 import Int8FE, convert_int8
     from tinyevo.data import load_split, load_stats, prepare, to_tensor
     from tinyevo.data import normalised_nhwc
     from tinyevo.space import space_from_config

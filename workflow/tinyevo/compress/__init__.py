@@ -1,9 +1,7 @@
 """Compression stage (the TyBox thesis): structured L1 pruning of the trained torch net, torch -> Keras
 export, full-integer int8 feature extractor (TFLite, run with LiteRT) and the device-budget choice.
 
-Modules: ``prune`` (units, L1 ranking, channel removal, schedule order), ``keras_model`` (Keras
-builder from a NetSpec + weight transfer), ``quantize`` (TFLite int8 conversion, LiteRT runner),
-``budget`` (TyBox memory of a NetSpec via ``tinyevo.space.memory``, the budget choice), ``stage``
+Modules: ``prune`` (units, L1 ranking, channel removal, schedule order), ``budget`` (TyBox memory of a NetSpec via ``tinyevo.space.memory``, the budget choice), ``stage``
 (the rule's ``run_compress`` and the plot).
 """
 

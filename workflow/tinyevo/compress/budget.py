@@ -5,7 +5,7 @@ TyBox stage (:mod:`tinyevo.tybox.memory`, which reads the real int8 ``.tflite``)
 space (the ``constraints.fit_device`` check). Converting every pruning step to TFLite only to
 size its buffer would cost seconds per step, so :func:`spec_graph` describes, from the NetSpec
 alone, the graph the TFLite converter produces for the Keras twin
-(:func:`tinyevo.compress.keras_model.build_keras`) and :func:`spec_memory` runs the memory model
+(:func:`tinyevo.export.keras_model.build_keras`) and :func:`spec_memory` runs the memory model
 on it, so the pruning choice, the search and the TyBox stage use one formula; the compression
 stage checks the prediction against the real ``.tflite``.
 """

@@ -131,8 +131,8 @@ def export_int8(model, train_x_norm: np.ndarray, test: tuple[np.ndarray, np.ndar
     int8 FE + dequantised features + float classifier on the whole test split."""
     import torch
 
-    from tinyevo.compress.keras_model import split_keras, torch_to_keras
-    from tinyevo.compress.quantize import Int8FE, convert_int8, representative_indices
+    from tinyevo.export.keras_model import split_keras, torch_to_keras
+    from tinyevo.export.int8 import Int8FE, convert_int8, representative_indices
 
     log = logger or LOG
     model = model.cpu().eval()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyevo.int8 import quantise
+from tinyevo.export.int8 import quantise
 
 from .setup import Scenario, ScenarioError
 

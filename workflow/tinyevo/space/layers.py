@@ -2,7 +2,7 @@
 
 Every consumer of a net's structure reads this walk instead of walking the NetSpec itself: the
 torch builder (:class:`tinyevo.space.torch_model.TinyNet`), the Keras builder and the weight
-transfer (:mod:`tinyevo.compress.keras_model`), the cost model (:func:`tinyevo.space.cost.layer_table`),
+transfer (:mod:`tinyevo.export.keras_model`), the cost model (:func:`tinyevo.space.cost.layer_table`),
 the TyBox memory model's int8 graph (:func:`tinyevo.space.memory.spec_graph`) and pruning's units
 (:func:`tinyevo.compress.prune.units_of`). A new layer kind is a new ``kind`` here plus one
 per-kind function in each builder.

@@ -94,7 +94,7 @@ def to_int8_tflite(fe, images: np.ndarray) -> bytes:
     """Full-integer int8 conversion (int8 input and output) with ``images`` (float32 NHWC) as
     the representative dataset: the compression stage's converter, so tests exercise the same
     settings the pipeline uses."""
-    from tinyevo.int8 import convert_int8
+    from tinyevo.export.int8 import convert_int8
 
     return convert_int8(fe, np.asarray(images, dtype=np.float32))
 

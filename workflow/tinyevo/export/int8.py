@@ -1,10 +1,12 @@
-"""Full-integer int8 quantisation of the feature extractor and its LiteRT execution.
+"""Full-integer int8 feature extractors: the TFLite conversion, the one input quantiser and the
+LiteRT runner.
 
 The feature extractor (Keras sub-model up to and including ``flatten``) is converted with the
 TFLite converter (``Optimize.DEFAULT``, a representative dataset of normalised training images,
 ``TFLITE_BUILTINS_INT8`` only, int8 input and output). It runs with the LiteRT interpreter
-(``ai_edge_litert``); its int8 features are dequantised ``(q - zero_point) * scale`` before the
-float32 classifier, as on the device.
+(``ai_edge_litert``, :class:`Int8FE`); its int8 features are dequantised
+``(q - zero_point) * scale`` before the float32 classifier, as on the device. TensorFlow and
+LiteRT load on first use; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -14,7 +16,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyevo.int8 import convert_int8, quantise  # noqa: F401  (convert_int8 re-exported: the stage converts here)
+
+def quantise(x, scale: float, zero_point: int) -> np.ndarray:
+    """Float (normalised NHWC) input -> the int8 input of an int8 feature extractor with input
+    quantisation ``(scale, zero_point)``: round-to-nearest-even of ``x / scale``, plus the zero
+    point, saturated to [-128, 127] (what LiteRT's QUANTIZE op and the generated C++ compute)."""
+    return np.clip(np.round(np.asarray(x, np.float32) / np.float32(scale)) + int(zero_point), -128, 127).astype(np.int8)
+
+
+def convert_int8(fe_model, representative: np.ndarray) -> bytes:
+    """Full-integer int8 ``.tflite`` bytes of a Keras feature extractor. ``representative``:
+    float32 NHWC normalised images (the calibration set, fed one image at a time)."""
+    import tensorflow as tf
+
+    rep = np.asarray(representative, dtype=np.float32)
+    if rep.ndim != 4 or len(rep) == 0:
+        raise ValueError(f"representative dataset must be a non-empty NHWC array, got shape {rep.shape}")
+
+    def gen():
+        for i in range(len(rep)):
+            yield [rep[i:i + 1]]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(fe_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = gen
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return bytes(conv.convert())
 
 
 def representative_indices(n_available: int, n: int, seed: int) -> np.ndarray:
