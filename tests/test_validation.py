@@ -382,3 +382,32 @@ def test_trained_cache_two_writers_merge(tmp_path):
     b.save()  # b read the file before a wrote: its save keeps a's row
     c = V.TrainedCache(tmp_path / "t.parquet")
     assert len(c) == 2 and c.get(**key, arch="x")["val_acc"] == 0.1 and c.get(**key, arch="y")["val_acc"] == 0.2
+
+
+def test_duplicate_slot_loads_no_torch(tmp_path):
+    """A validation job whose slot repeats another trains nothing and does not import torch (its
+    torch threads are set only for a slot that trains)."""
+    import json
+    import subprocess
+    import sys
+
+    space = SearchSpace.from_config(SS_CFG)
+    ranked_table(space).to_parquet(tmp_path / "initial.parquet")
+    write_data(tmp_path / "data")
+    plan = V.plan_stage(str(tmp_path / "initial.parquet"), PROXIES, "rank", None, nets=4, top_k=1, seeds=2,
+                        seed_nets=3, seed=2, search_space=SS_CFG, out_plan=str(tmp_path / "plan.parquet"),
+                        out_measures=str(tmp_path / "measures.parquet"))
+    dup = int(plan.index[plan["duplicate_of"] >= 0][0])
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(V.__file__).rsplit('/tinyevo/', 1)[0]!r})
+from tinyevo.train import validation as V
+V.train_slot({str(tmp_path / 'plan.parquet')!r}, {str(tmp_path / 'data')!r}, {dup}, json.loads({json.dumps(json.dumps(SS_CFG))}),
+             {{"epochs": 1}}, "cpu", False, {str(tmp_path / 'dup.parquet')!r}, progress=False, torch_threads=1)
+print("torch loaded:", "torch" in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "torch loaded: False"
+    row = pd.read_parquet(tmp_path / "dup.parquet")
+    assert row["status"].tolist() == ["duplicate"] and row["slot"].tolist() == [dup]

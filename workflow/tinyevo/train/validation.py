@@ -602,13 +602,15 @@ def plan_stage(ranked_path: str, proxies: Sequence[str], method: str, weights: M
 
 def train_slot(plan_path: str, data_dir: str, slot: int, search_space: Mapping[str, Any],
                settings: Mapping[str, Any], device: str, amp: bool, out: str, progress: bool = True,
-               logger: logging.Logger | None = None) -> pd.DataFrame:
+               logger: logging.Logger | None = None, torch_threads: int | None = None) -> pd.DataFrame:
     """Rule ``validate_net``: train the net of plan slot ``slot`` with ``settings`` (its seed from
     the plan) and write one row: the plan's columns and :data:`RESULT_COLUMNS`. A duplicate slot
-    writes its row with status ``duplicate`` (NaN results) and trains nothing."""
+    writes its row with status ``duplicate`` (NaN results) and trains nothing, without loading
+    torch (a job's torch import is 2-3 s here); ``torch_threads`` (``validation.threads``) is set
+    only for a slot that trains."""
     import pandas as pd
 
-    from tinyevo.runtime import pick_device
+    from tinyevo.runtime import pick_device, set_threads
     from tinyevo.space import SearchSpace
 
     log = logger or LOG
@@ -623,6 +625,8 @@ def train_slot(plan_path: str, data_dir: str, slot: int, search_space: Mapping[s
         rec.update({c: np.nan for c in RESULT_COLUMNS})
         rec.update({"best_epoch": 0, "epochs": 0, "seconds": 0.0, "status": "duplicate"})
     else:
+        if torch_threads is not None:
+            set_threads(torch_threads)
         space = SearchSpace.from_config(search_space)
         spec = space.netspec(str(row["arch"]))
         log.info("slot %d/%d: %s %s, index %d, seed %d: %s", slot + 1, len(plan), row["role"], row["measure"],
