@@ -10,14 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The test processes import torch, TensorFlow and Snakemake: the job processes' collector
-# thresholds (tinyevo.runtime.JOB_GC_THRESHOLDS) spare them the repeated full collections.
-gc.set_threshold(50_000, 20, 20)
-
-import pytest  # noqa: E402
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
+
+from tinyevo.runtime import JOB_GC_THRESHOLDS  # noqa: E402
+
+# The test processes import torch, TensorFlow and Snakemake: the job processes' collector
+# thresholds spare them the repeated full collections.
+gc.set_threshold(*JOB_GC_THRESHOLDS)
 
 from ruamel.yaml import YAML  # noqa: E402
 

@@ -43,7 +43,7 @@ def _train_gpu():
 # scenario tuning -> scenario run) and NC (train only) compete for the cores. A job earlier in
 # its chain goes first, so every branch gets to its scenarios and the run ends with scenario jobs
 # of all three side by side; ordering by branch instead left the transfer chain of C-src running
-# alone on one core for the last 40 s of a default run. Ties go to C, then C-inc; NC, a leaf (a
+# alone on one core for the last 90 s of a default run. Ties go to C, then C-inc; NC, a leaf (a
 # copy of C's training by default), fills the gaps. Priorities only order runnable jobs; the
 # tables do not change.
 _STAGE_PRIORITY = {"train": 40, "compress": 30, "tybox": 20, "scenario_tune": 10, "scenario_run": 5}

@@ -31,51 +31,72 @@ def conv_bn_of(layer: Layer) -> nn.Sequential:
     return conv_bn(layer.cin, layer.cout, layer.kernel, stride=layer.stride, groups=layer.groups, act=layer.act)
 
 
+#: Layer kind of the walk -> its torch module (an ``add`` is the block's residual sum, no module).
+#: A new layer kind is one entry here.
+MODULES = {
+    "conv": conv_bn_of,
+    "dwconv": conv_bn_of,
+    "pool": lambda layer: nn.AdaptiveAvgPool2d(1),
+    "flatten": lambda layer: nn.Flatten(),
+    "linear": lambda layer: nn.Linear(layer.cin, layer.cout),
+}
+
+
 class InvertedResidual(nn.Module):
-    """[expand 1x1 -> BN -> ReLU6] -> depthwise kxk -> BN -> ReLU6 -> project 1x1 -> BN (+ x), from
-    the block's layers of the walk."""
+    """[expand 1x1 -> BN -> ReLU6] -> depthwise kxk -> BN -> ReLU6 -> project 1x1 -> BN (+ x): one
+    module per layer of the block's walk, named by its role, applied in the walk's order."""
 
     def __init__(self, b: BlockSpec, layers: Sequence[Layer]):
         super().__init__()
         self.spec = b
-        role = {layer.role: layer for layer in layers}
-        self.expand = conv_bn_of(role["expand"]) if "expand" in role else None
-        self.dw = conv_bn_of(role["dw"])
-        self.project = conv_bn_of(role["project"])
-        self.residual = "add" in role
+        self.expand = None  # a block without expansion has no expand module
+        self.residual = False
+        self._order: list[str] = []
+        for layer in layers:
+            if layer.kind == "add":
+                self.residual = True
+            else:
+                setattr(self, layer.role, MODULES[layer.kind](layer))
+                self._order.append(layer.role)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(x) if self.expand is not None else x
-        y = self.project(self.dw(y))
+        y = x
+        for role in self._order:
+            y = getattr(self, role)(y)
         return x + y if self.residual else y
 
 
 class TinyNet(nn.Module):
     """stem -> blocks -> head 1x1 conv -> global average pool -> flatten | classifier, one module
-    per layer of the walk (:meth:`NetSpec.layers`), named by the walk's layer names."""
+    per layer of the walk (:meth:`NetSpec.layers`, built by :data:`MODULES`), named by the walk's
+    layer names; the blocks are ``blocks[i]`` (:class:`InvertedResidual`)."""
 
     def __init__(self, spec: NetSpec):
         super().__init__()
         spec.check()
         self.spec = spec
         layers = spec.layers()
-        by_name = {layer.name: layer for layer in layers}
         per_block: list[list[Layer]] = [[] for _ in spec.blocks]
         for layer in layers:
             if layer.block >= 0:
                 per_block[layer.block].append(layer)
-        self.stem = conv_bn_of(by_name["stem"])
-        self.blocks = nn.Sequential(*[InvertedResidual(b, ls) for b, ls in zip(spec.blocks, per_block)])
-        self.head = conv_bn_of(by_name["head"])
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        clf = by_name["classifier"]
-        self.classifier = nn.Linear(clf.cin, clf.cout)
+        self._features: list[str] = []  # the top-level modules of the feature extractor, in order
+        for layer in layers:
+            if layer.block >= 0:
+                continue
+            setattr(self, layer.name, MODULES[layer.kind](layer))
+            if layer.kind != "linear":
+                self._features.append(layer.name)
+            if layer.role == "stem":  # the blocks follow the stem
+                self.blocks = nn.Sequential(*[InvertedResidual(b, ls) for b, ls in zip(spec.blocks, per_block)])
+                self._features.append("blocks")
         init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature extractor: everything up to and including Flatten (size F)."""
-        return self.flatten(self.pool(self.head(self.blocks(self.stem(x)))))
+        for name in self._features:
+            x = getattr(self, name)(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
