@@ -218,6 +218,66 @@ def test_penalty_mode_keeps_more_feasible_children(space):
     assert shares["penalty"] > shares["post_hoc"]
 
 
+def test_ceiling_children_beyond_it_are_not_scored_and_never_parents(space):
+    initial, norm = initial_table(space)
+    cons = constraints_median(space, initial)
+    scorer = FakeScorer(space, norm)
+    res = evolve(initial, scorer, space, PROXIES, cons,
+                 EvolutionParams(cycles=60, sample_size=5, constraints="post_hoc", seed=7, ceiling=1.5))
+    h = res.history
+    bound = int(1.5 * cons["max_params"])
+    params = np.array([cost_of(space.netspec(a)).params for a in h["arch"]])
+    np.testing.assert_array_equal(h["within_ceiling"].to_numpy(), params <= bound)
+    children = h[h["cycle"] > 0]
+    beyond = children[~children["within_ceiling"]]
+    assert len(beyond) > 0, "fixture: some children should exceed the ceiling"
+    assert children["within_ceiling"].any()
+    evaluated = {a for b in scorer.batches for a in b}
+    assert not evaluated & set(beyond["arch"]), "a child beyond the ceiling was scored"
+    assert set(children.loc[children["within_ceiling"], "arch"]) <= evaluated
+    assert np.isneginf(beyond["score"]).all() and np.isneginf(beyond["avg"]).all()
+    assert np.isneginf(beyond["fitness"]).all() and beyond[PROXIES].isna().all().all()
+    # never a parent: post_hoc would otherwise pick the large nets (pb grows with params)
+    out_ids = set(h.loc[~h["within_ceiling"], "id"])
+    assert not out_ids & set(children["parent_id"].dropna().astype(int))
+    # an initial net beyond the ceiling keeps its scores but cannot become a parent either
+    first = h[(h["cycle"] == 0) & ~h["within_ceiling"]]
+    assert len(first) and np.isfinite(first["score"]).all() and np.isneginf(first["fitness"]).all()
+    # no ceiling: every net is within it, and every child is scored
+    plain = evolve(initial, FakeScorer(space, norm), space, PROXIES, cons,
+                   EvolutionParams(cycles=5, sample_size=5, seed=7)).history
+    assert plain["within_ceiling"].all() and np.isfinite(plain["score"]).all()
+
+
+def test_ceiling_keeps_the_penalty_search_when_beyond_nets_never_win(space):
+    """Under penalty a net beyond a ceiling >= 1 violates the device limits, so it never won a
+    tournament against a feasible net: the same children, parents and C, fewer scored nets."""
+    initial, norm = initial_table(space)
+    cons = constraints_median(space, initial)
+    runs = {}
+    for name, c in (("none", None), ("ceiling", 1.2)):
+        sc = FakeScorer(space, norm)
+        runs[name] = (evolve(initial, sc, space, PROXIES, cons,
+                             EvolutionParams(cycles=60, sample_size=10, constraints="penalty", seed=3, ceiling=c)),
+                      sc)
+    a, b = runs["none"][0].history, runs["ceiling"][0].history
+    assert (~b["within_ceiling"] & (b["cycle"] > 0)).any(), "fixture: some children should exceed the ceiling"
+    pd.testing.assert_series_equal(a["arch"], b["arch"])
+    pd.testing.assert_series_equal(a["parent_id"], b["parent_id"])
+    inside = b["within_ceiling"].to_numpy()
+    np.testing.assert_array_equal(a["score"].to_numpy()[inside], b["score"].to_numpy()[inside])
+    assert sum(map(len, runs["ceiling"][1].batches)) < sum(map(len, runs["none"][1].batches))
+    ca = select_winners(a, PROXIES, cons).set_index(["net", "phase"]).loc[("C", "after"), "arch"]
+    cb = select_winners(b, PROXIES, cons).set_index(["net", "phase"]).loc[("C", "after"), "arch"]
+    assert ca == cb
+
+
+@pytest.mark.parametrize("ceiling", [0.5, 0, -2, float("nan"), float("inf"), "2", True, {"max_params": 3}])
+def test_ceiling_bad_values(ceiling):
+    with pytest.raises(ValueError, match=r"config key 'evolution\.ceiling' must be a number >= 1 .* or null, got "):
+        EvolutionParams(ceiling=ceiling).check()
+
+
 def test_resume_gives_identical_history(space, tmp_path):
     initial, norm = initial_table(space)
     full, _ = run(space, initial, norm, tmp=tmp_path / "a", cycles=15, checkpoint_every=4)

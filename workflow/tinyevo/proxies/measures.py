@@ -77,6 +77,15 @@ def jacob_cov_from_grad(grad: torch.Tensor) -> float:
 
 
 # ----- naswot ------------------------------------------------------------------------------------
+def _flat_rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as (N, d) rows without a copy where its memory allows: oneDNN hands back many conv
+    outputs in channels-last strides even for an NCHW net, and ``reshape(N, -1)`` of those copies
+    the tensor. The NASWOT kernel is a sum over features, so the column order does not change it."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        t = t.permute(0, 2, 3, 1)
+    return t.reshape(t.shape[0], -1)
+
+
 class _NaswotKernel:
     """Forward pre-hooks on every ReLU-like module accumulating the NASWOT kernel of the batch
     (Mellor, Turner, Storkey, Crowley, "Neural Architecture Search without Training", ICML 2021):
@@ -96,8 +105,7 @@ class _NaswotKernel:
         self.handles = [m.register_forward_pre_hook(self._hook) for m in net.modules() if isinstance(m, RELU_LIKE)]
 
     def _hook(self, module: nn.Module, inputs) -> None:
-        inp = inputs[0].detach()
-        flat = inp.reshape(inp.shape[0], -1)
+        flat = _flat_rows(inputs[0].detach())
         d = int(flat.shape[1])
         dtype = torch.float32 if d < NASWOT_FLOAT32_MAX_D else torch.float64
         codes = torch.empty(flat.shape, dtype=dtype, device=flat.device)

@@ -16,6 +16,14 @@ The population starts as the ranked initial nets in age order. Each cycle:
    population and the history,
 5. the oldest population member is removed. Children may become parents.
 
+``ceiling`` (``evolution.ceiling``, a factor >= 1 of ``constraints.max_params`` and
+``max_macs``) bounds the search itself, apart from the device constraints: a net beyond it
+(analytic params / MACs) is never a parent (fitness -inf; column ``within_ceiling``), and a child beyond it is not scored at
+all (its proxy columns NaN, ``avg`` and ``score`` -inf). It keeps the unconstrained side of the
+search from spending its time scoring nets far larger than anything it would hand on (the
+largest children of a default run, 600-700 M MACs, take 20-30x as long to score as a feasible one). Under ``penalty`` such
+a net is infeasible anyway, so it could become a parent only in a sample of infeasible nets.
+
 ``children_per_cycle`` = B > 1: B independent samples of the population as it stands at the
 start of the cycle give B parents and B children (one mutation each); the B children are scored
 as one batch (``evaluate`` receives all of them, so it can score in parallel), appended in
@@ -64,6 +72,7 @@ class EvolutionParams:
     penalty: float = 1e10
     checkpoint_every: int = 50
     seed: int = 0
+    ceiling: float | None = None
 
     @classmethod
     def from_config(cls, evo: Mapping[str, Any]) -> "EvolutionParams":
@@ -82,6 +91,33 @@ class EvolutionParams:
             raise ValueError(f"config key 'evolution.cycles' must be >= 0, got {self.cycles}")
         if not self.penalty > 0:
             raise ValueError(f"config key 'evolution.penalty' must be > 0, got {self.penalty}")
+        check_ceiling(self.ceiling)
+
+
+CEILING_KEYS = ("max_params", "max_macs")
+
+
+def check_ceiling(ceiling: Any) -> float | None:
+    """``evolution.ceiling``: a factor >= 1 of the ``constraints:`` limits, or None (no ceiling)."""
+    if ceiling is None:
+        return None
+    if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(ceiling) or ceiling < 1:
+        raise ValueError(f"config key 'evolution.ceiling' must be a number >= 1 (a multiple of constraints.max_params "
+                         f"and constraints.max_macs) or null, got {ceiling!r}")
+    return float(ceiling)
+
+
+def ceiling_bounds(ceiling: float | None, cons: Constraints) -> dict[str, int]:
+    """The search's bounds: ``ceiling`` x each of ``constraints.max_params`` / ``max_macs`` that is
+    set ({} = no bound)."""
+    if ceiling is None:
+        return {}
+    return {k: int(ceiling * cons.limits[k]) for k in CEILING_KEYS if cons.limits.get(k) is not None}
+
+
+def within_ceiling(costs: Mapping[str, int], ceiling: Mapping[str, int]) -> bool:
+    return all(int(costs[k.removeprefix("max_")]) <= v for k, v in ceiling.items())
 
 
 @dataclass
@@ -158,7 +194,7 @@ def _fitness(score: float, n_violations: int, p: EvolutionParams) -> float:
     return float(score)
 
 
-def _row(*, id_, cycle, slot, parent_id, parent, arch, mut, scores, costs, cons, p, cache_hit, cols):
+def _row(*, id_, cycle, slot, parent_id, parent, arch, mut, scores, costs, cons, p, cache_hit, cols, ceiling):
     r: dict[str, Any] = {"id": id_, "cycle": cycle, "slot": slot, "parent_id": parent_id, "parent": parent,
                          "arch": arch, "gene": mut.gene if mut else None, "stage": mut.stage if mut else None,
                          "old": mut.old if mut else None, "new": mut.new if mut else None}
@@ -167,7 +203,8 @@ def _row(*, id_, cycle, slot, parent_id, parent, arch, mut, scores, costs, cons,
     r.update(costs)
     r.update(cons.check(costs))
     r["violations"] = int(cons.violations(costs))
-    r["fitness"] = _fitness(r["score"], r["violations"], p)
+    r["within_ceiling"] = within_ceiling(costs, ceiling)
+    r["fitness"] = _fitness(r["score"], r["violations"], p) if r["within_ceiling"] else -np.inf
     r["cache_hit"] = bool(cache_hit)
     return r
 
@@ -184,6 +221,8 @@ def rows_to_frame(rows: list[dict], constraints: Constraints | Mapping[str, Any]
     for c in cons.flag_columns:
         df[c] = df[c].astype(bool)
     df["cache_hit"] = df["cache_hit"].astype(bool)
+    if "within_ceiling" in df.columns:
+        df["within_ceiling"] = df["within_ceiling"].astype(bool)
     return df
 
 
@@ -231,6 +270,7 @@ def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxie
     S, B = int(p.sample_size), int(p.children_per_cycle)
     if S > P:
         raise ValueError(f"config key 'evolution.sample_size' ({S}) exceeds the population size ({P} initial nets)")
+    ceiling = ceiling_bounds(check_ceiling(p.ceiling), cons)
     measures = _Measures(space, cons)
     key = run_key(p, cons, proxies, space, initial, key_extra, method)
     rng = np.random.default_rng(int(p.seed))
@@ -245,7 +285,8 @@ def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxie
         rows = []
         for i, rec in enumerate(initial.to_dict("records")):
             rows.append(_row(id_=i, cycle=0, slot=i, parent_id=None, parent=None, arch=rec["arch"], mut=None,
-                             scores=rec, costs=measures(rec["arch"]), cons=cons, p=p, cache_hit=False, cols=cols))
+                             scores=rec, costs=measures(rec["arch"]), cons=cons, p=p, cache_hit=False, cols=cols,
+                             ceiling=ceiling))
         start = 0
         if not any(r["feasible"] for r in rows):
             log.warning("no initial net is feasible under %s: C is found only if the evolution reaches one",
@@ -255,6 +296,7 @@ def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxie
 
     t_total0 = time.perf_counter()
     t_score = 0.0
+    beyond = 0
     bar = progress(total=p.cycles, initial=start, desc="evolution") if progress else None
     for cycle in range(start + 1, p.cycles + 1):
         first = len(rows) - P
@@ -267,13 +309,18 @@ def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxie
             genes, mut = mutate(space, space.decode(parent["arch"]), rng, cons)
             children.append((slot, parent, space.encode(genes), mut))
         archs = list(dict.fromkeys(c[2] for c in children))
+        inside = [a for a in archs if within_ceiling(measures(a), ceiling)]
         t0 = time.perf_counter()
-        scored = _check_scores(evaluate(archs), archs, cols)
+        scored = _check_scores(evaluate(inside), inside, cols) if inside else {}
         t_score += time.perf_counter() - t0
+        for a in archs:
+            if a not in scored:  # beyond the ceiling: not scored, never a parent
+                scored[a] = {c: (-np.inf if c in ("avg", "score") else np.nan) for c in cols}
+                beyond += 1
         for slot, parent, arch, mut in children:
             r = _row(id_=len(rows), cycle=cycle, slot=slot, parent_id=parent["id"], parent=parent["arch"],
                      arch=arch, mut=mut, scores=scored[arch], costs=measures(arch), cons=cons, p=p,
-                     cache_hit=arch in seen, cols=cols)
+                     cache_hit=arch in seen, cols=cols, ceiling=ceiling)
             seen.add(arch)
             rows.append(r)
             fitness.append(r["fitness"])
@@ -289,4 +336,5 @@ def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxie
     population.insert(0, "age_rank", np.arange(P, dtype="int64"))  # 0 = oldest member
     return EvolutionResult(history=history, population=population, resumed_from=start,
                            timings={"total_s": elapsed, "scoring_s": t_score, "cycles": p.cycles - start,
-                                    "measure_s": measures.seconds, "measured": len(measures.memo)})
+                                    "measure_s": measures.seconds, "measured": len(measures.memo),
+                                    "beyond_ceiling": beyond})

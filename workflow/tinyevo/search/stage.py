@@ -162,7 +162,8 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
                "duplicates": int(h["cache_hit"].sum()),
                "resumed_from": res.resumed_from, "total_s": t["total_s"], "scoring_s": t["scoring_s"],
                "measure_s": t["measure_s"], "measured": t["measured"],
-               "cycles_run": t["cycles"], "scorer_cache_hits": ev.scorer_cache_hits, "workers": ev.workers}
+               "cycles_run": t["cycles"], "scorer_cache_hits": ev.scorer_cache_hits, "workers": ev.workers,
+               "beyond_ceiling": t["beyond_ceiling"]}
     lg.info("history: %d nets (%d children, %d duplicates), %.1f %% feasible, %.1f %% trainable",
             summary["nets"], summary["children"], summary["duplicates"], 100 * summary["feasible_share"],
             100 * summary["trainable_share"])
@@ -173,6 +174,12 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
         lg.info("%d cycles in %.1f s (%.3f s/cycle), %.0f %% of it scoring; scorer cache hits %d of %d nets scored",
                 t["cycles"], t["total_s"], t["total_s"] / t["cycles"], 100 * t["scoring_s"] / max(t["total_s"], 1e-9),
                 ev.scorer_cache_hits, ev.scored)
+    if p.ceiling is not None:
+        from tinyevo.search.aging import ceiling_bounds
+
+        bounds = ", ".join(f"{k} {v:,}" for k, v in ceiling_bounds(p.ceiling, cons).items()) or "no limits to scale"
+        lg.info("evolution.ceiling %g x the constraints (%s): %d children beyond it, not scored", p.ceiling, bounds,
+                t["beyond_ceiling"])
     for r in selected.itertuples():
         lg.info("%-2s %-6s score %8.4f  avg %8.4f  params %s  macs %s  %s", r.net, r.phase, r.score, r.avg, r.params,
                 r.macs, r.arch)
