@@ -450,3 +450,50 @@ def test_snakemake_final_round_tiny(tiny_pipeline, tmp_path):
     assert nc_m["net"].tolist() == ["NC"]
     pd.testing.assert_frame_equal(nc_m.drop(columns="net"), c_m.drop(columns="net"), check_exact=True)
     assert "training outputs are reused" in (work / "results/logs/train/NC.log").read_text()
+
+
+# ---------------------------------------------------------------- the deployment rule (selection)
+def _sized(hist: pd.DataFrame) -> pd.DataFrame:
+    return hist.assign(flash=hist["params"] * 1, peak_sram=hist["macs"] // 10)
+
+
+def test_selection_smallest_within_orders_the_margin_set_by_cost():
+    h = _sized(history([
+        ("big", 3.0, 3.0, True, True, 9000, 90000),
+        ("mid", 2.8, 2.8, True, True, 4000, 40000),
+        ("small", 2.6, 2.6, True, True, 1000, 10000),
+        ("tiny", 1.0, 1.0, True, True, 100, 1000),        # outside the margin
+        ("huge", 5.0, 5.0, False, True, 100, 1000),       # infeasible: never a C candidate
+    ]))
+    best = select_candidates(h, "C", 4)
+    assert best["arch"].tolist() == ["big", "mid", "small", "tiny"]  # best_under_budget: by score
+    sel = {"rule": "smallest_within", "margin": 0.5, "cost": "flash"}
+    got = select_candidates(h, "C", 4, selection=sel)
+    assert got["arch"].tolist() == ["small", "mid", "big"]  # within 0.5 of 3.0, smallest flash first
+    assert select_candidates(h, "C", 4, selection={**sel, "margin": 0})["arch"].tolist() == ["big"]
+    assert select_candidates(h, "C", 4, selection={**sel, "margin": 10})["arch"].iloc[0] == "tiny"
+    # NC ignores the rule (the unconstrained pool stays a score ranking)
+    assert select_candidates(h, "NC", 2, selection=sel)["arch"].tolist() == ["huge", "big"]
+
+
+def test_selection_without_a_round_picks_c_by_the_rule():
+    h = _sized(history([
+        ("big", 3.0, 3.0, True, True, 9000, 90000),
+        ("small", 2.9, 2.9, True, True, 1000, 10000),
+    ]))
+    sel_tab = pd.DataFrame({"net": ["C", "NC"], "phase": ["after", "after"], "arch": ["big", "big"]})
+    plain = choose(sel_tab, empty_finalists(), h)
+    assert plain.set_index("net").loc["C", "arch"] == "big"
+    rule = choose(sel_tab, empty_finalists(), h, selection={"rule": "smallest_within", "margin": 0.2})
+    assert rule.set_index("net").loc["C", "arch"] == "small"
+
+
+@pytest.mark.parametrize("sel, match", [
+    ({"rule": "cheapest"}, r"selection\.rule' is 'cheapest'"),
+    ({"cost": "energy"}, r"selection\.cost' is 'energy'"),
+    ({"margin": -1}, r"selection\.margin' must be a number >= 0, got -1"),
+    ({"margins": 1}, r"'selection' has unknown key\(s\) \['margins'\]"),
+])
+def test_selection_bad_values(sel, match):
+    with pytest.raises(ValueError, match=match):
+        select_candidates(_sized(HIST), "C", 2, selection=sel)

@@ -6,7 +6,8 @@ EVO_DIR = f"{RESULTS}/evolution"
 # never more cores than the B children of a cycle can use (scoring.threads torch threads each)
 EVO_THREADS = min(config["evolution"]["threads"],
                   config["evolution"]["children_per_cycle"] * config["scoring"]["threads"])
-EVO_PLOTS = [f"{EVO_DIR}/plots/{name}.png" for name in ("best_avg", "avg_vs_macs", "feasible_share")]
+EVO_PLOTS = [f"{EVO_DIR}/plots/{name}.png" for name in ("best_avg", "avg_vs_macs", "feasible_share", "pareto",
+                                                         "hypervolume")]
 
 
 rule evolve:
@@ -22,6 +23,8 @@ rule evolve:
         history=f"{EVO_DIR}/history.parquet",
         population=f"{EVO_DIR}/population.parquet",
         selected=f"{EVO_DIR}/selected.parquet",
+        pareto=f"{EVO_DIR}/pareto.parquet",
+        hypervolume=f"{EVO_DIR}/hypervolume.parquet",
     params:
         evolution=config["evolution"],
         constraints=config["constraints"],
@@ -49,14 +52,20 @@ rule evolve:
 
 
 rule evolve_plots:
-    """Best score per cycle (C/NC), score vs MACs with the Pareto front, feasible share over time."""
+    """Best score per cycle (C/NC), score vs MACs with the Pareto front, feasible share over time,
+    score against each cost of evolution.objectives with the Pareto set, hypervolume over the search."""
     input:
         history=f"{EVO_DIR}/history.parquet",
+        pareto=f"{EVO_DIR}/pareto.parquet",
+        hypervolume=f"{EVO_DIR}/hypervolume.parquet",
     output:
         best=report(EVO_PLOTS[0], caption="../report/evolution_best_avg.rst", category="Evolution"),
         scatter=report(EVO_PLOTS[1], caption="../report/evolution_avg_vs_macs.rst", category="Evolution"),
         feasible=report(EVO_PLOTS[2], caption="../report/evolution_feasible_share.rst", category="Evolution"),
+        pareto=report(EVO_PLOTS[3], caption="../report/evolution_pareto.rst", category="Evolution"),
+        hypervolume=report(EVO_PLOTS[4], caption="../report/evolution_hypervolume.rst", category="Evolution"),
     params:
+        objectives=config["evolution"]["objectives"],
         constraints=config["constraints"],
         target={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},
         accounting=config["tybox"]["accounting"],
@@ -75,4 +84,4 @@ rule evolve_plots:
         "../scripts/evolve_plots.py"
 
 
-ALL_TARGETS.extend([f"{EVO_DIR}/selected.parquet", *EVO_PLOTS])
+ALL_TARGETS.extend([f"{EVO_DIR}/selected.parquet", f"{EVO_DIR}/pareto.parquet", *EVO_PLOTS])

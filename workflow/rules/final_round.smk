@@ -48,6 +48,7 @@ rule final_round_candidates:
         constraints=config["constraints"],
         min_distance=FINAL["min_distance"],
         search_space=config["search_space"],
+        selection=config["selection"],
     log:
         log_of("final_round", "{net}_candidates"),
     benchmark:
@@ -139,6 +140,7 @@ rule final_round_choice:
         rounds=len(FINAL_EPOCHS),
         keep=FINAL["keep"],
         nc_limits=FINAL["nc_limits"],
+        selection=config["selection"],
     log:
         log_of("final_round", "choice"),
     benchmark:

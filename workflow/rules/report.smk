@@ -44,7 +44,15 @@ REPORT_TABLES = {
                           "parent, the mutation (gene, stage, old and new value), proxies, AVG, score, costs, "
                           "device need and the constraint and guard flags."),
     "evolution_population": ("Evolution", f"{RESULTS}/evolution/population.parquet",
-                             "The population after the last cycle (the youngest nets)."),
+                             "The population after the last cycle (aging: the youngest nets; nsga2: the last "
+                             "generation's survivors with their front rank and crowding distance)."),
+    "evolution_pareto": ("Evolution", f"{RESULTS}/evolution/pareto.parquet",
+                         "The Pareto set of the feasible nets the search evaluated: no other feasible net has a "
+                         "higher score at no higher cost in every objective of evolution.objectives."),
+    "evolution_hypervolume": ("Evolution", f"{RESULTS}/evolution/hypervolume.parquet",
+                              "Hypervolume of the feasible nets found so far (normalised objectives, fixed "
+                              "reference point: the initial pool's lowest score and the device limits) per "
+                              "generation or cycle cut, with the number of children evaluated and the front size."),
     **FINAL_ROUND_TABLES,  # the final round's choice (+ finalists when final_round.k > 0), final_round.smk
     "train_C_metrics": ("Training", f"{RESULTS}/train/C/metrics.parquet",
                         "Final and best test accuracy of the constrained winner C."),

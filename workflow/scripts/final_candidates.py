@@ -11,10 +11,11 @@ log = setup_logging(snakemake.log[0])  # noqa: F821
 sm = snakemake  # noqa: F821
 log_header(log, "final round candidates", {"net": sm.wildcards.net, "k": sm.params.k,
                                            "nc_limits": sm.params.nc_limits,
-                                           "min_distance": sm.params.min_distance})
+                                           "min_distance": sm.params.min_distance,
+                                           "selection": sm.params.selection})
 
 from tinyevo.train.final_round import write_candidates  # noqa: E402
 
 write_candidates(sm.input.history, sm.wildcards.net, sm.params.k, sm.output[0], nc_limits=sm.params.nc_limits,
                  constraints=sm.params.constraints, min_distance=sm.params.min_distance,
-                 search_space=sm.params.search_space, logger=log)
+                 search_space=sm.params.search_space, selection=sm.params.selection, logger=log)

@@ -18,4 +18,4 @@ rounds = list(sm.input.rounds)
 run_choice(selected=sm.input.selected, candidates=dict(zip(nets, sm.input.candidates)),
            rounds={n: rounds[i * n_rounds:(i + 1) * n_rounds] for i, n in enumerate(nets)}, keep=sm.params.keep,
            out_finalists=sm.output.finalists, out_choice=sm.output.choice, history=sm.input.history,
-           nc_limits=sm.params.nc_limits, logger=log)
+           nc_limits=sm.params.nc_limits, selection=sm.params.selection, logger=log)

@@ -114,6 +114,46 @@ def plot_feasible(history: pd.DataFrame, path, style: str = "default", dpi: int 
     savefig(fig, path, dpi=dpi)
 
 
+COST_LABELS = {"flash": "flash (B, int8 weights)", "peak_sram": "peak SRAM (B)", "macs": "MACs per image",
+               "params": "parameters"}
+
+
+def plot_pareto(history: pd.DataFrame, front: pd.DataFrame, objectives, constraints: Mapping[str, Any], path,
+                style: str = "default", dpi: int = 110) -> None:
+    """Score against each cost of ``objectives``: every feasible net evaluated, the Pareto set
+    (``front``, :func:`tinyevo.search.pareto.pareto_table`) and the device limit of that cost
+    (``constraints.max_<cost>``) where one is set."""
+    from tinyevo.space.constraints import LIMITS
+
+    plt = _plt(style)
+    cons = as_constraints(constraints)
+    by_cost = {v: k for k, v in LIMITS.items()}
+    h = history[history["feasible"].astype(bool) & np.isfinite(history["score"].to_numpy(float))]
+    fig, axes = plt.subplots(1, len(objectives), figsize=(5.2 * len(objectives), 3.8), squeeze=False)
+    for ax, c in zip(axes[0], objectives):
+        ax.scatter(h[c], h["score"], s=8, alpha=0.35, color="0.5", label="feasible nets evaluated")
+        f = front.sort_values(c, kind="stable")
+        ax.plot(f[c], f["score"], "o-", ms=4, color="C3", label=f"Pareto set ({len(front)} nets)")
+        lim = cons.limits.get(by_cost[c])
+        if lim is not None:
+            ax.axvline(lim, color="k", ls="--", lw=1, label=f"constraints.{by_cost[c]}")
+        ax.set_xlabel(COST_LABELS[c])
+        ax.set_ylabel("score")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Score against cost ({describe_constraints(constraints)})", fontsize=9, wrap=True)
+    savefig(fig, path, dpi=dpi)
+
+
+def plot_hypervolume(hv: pd.DataFrame, path, style: str = "default", dpi: int = 110) -> None:
+    plt = _plt(style)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(hv["evaluated"], hv["hypervolume"], "o-", ms=3)
+    ax.set_xlabel("children evaluated")
+    ax.set_ylabel("hypervolume (normalised objectives)")
+    ax.set_title("Hypervolume of the feasible nets found so far")
+    savefig(fig, path, dpi=dpi)
+
+
 def make_plots(history: pd.DataFrame, constraints: Mapping[str, Any], best_png, scatter_png, feasible_png,
                style: str = "default", dpi: int = 110) -> None:
     plot_best(history, best_png, style, dpi)

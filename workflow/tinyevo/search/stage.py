@@ -109,7 +109,8 @@ class ProxyEvaluator:
 def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, history_out, population_out,
               selected_out, search_space: Mapping, constraints: Mapping, evolution: Mapping, proxies: Mapping,
               device: str = "auto", threads: int = 1, target: Mapping | None = None, accounting: str = "total",
-              ranking: Mapping | None = None, logger: logging.Logger | None = None) -> dict:
+              ranking: Mapping | None = None, logger: logging.Logger | None = None, pareto_out=None,
+              hypervolume_out=None) -> dict:
     """Run the stage; returns a small summary (timings, counts) for the log / benchmarks.
     ``target``: the ``device:`` config section (``constraints.fit_device`` checks against it),
     ``accounting``: ``tybox.accounting``, ``ranking``: the ``ranking:`` section (checked against
@@ -117,8 +118,15 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
     from tinyevo.proxies.ranking import norm_method, norm_proxies
     from tinyevo.space.constraints import Constraints
 
+    from tinyevo.search.nsga2 import ALGORITHMS, NSGA2Params, check_objectives
+
     lg = logger or log
     p = EvolutionParams.from_config(evolution)
+    algorithm = evolution.get("algorithm", "aging")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"config key 'evolution.algorithm' is {algorithm!r}; use one of {list(ALGORITHMS)}")
+    objectives = check_objectives(evolution.get("objectives", ["flash", "peak_sram"]))
+    nsga = NSGA2Params.from_config(evolution.get("nsga2")) if algorithm == "nsga2" else None
     cons = Constraints.from_config(constraints, target, accounting)
     space = SearchSpace.from_config(search_space)
     cons.check_space(space)
@@ -134,17 +142,24 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
                          f"config key 'proxies.names' is {names}")
     initial = prepare_initial(initial_raw, names, space, what=f"ranked initial nets {initial_path}", method=method)
     scorer_threads = int(proxies.get("threads", 1))
-    workers = max(1, min(int(threads) // scorer_threads, int(p.children_per_cycle)))
+    batch = nsga.n_offspring if nsga is not None else int(p.children_per_cycle)
+    workers = max(1, min(int(threads) // scorer_threads, batch))
     scorer_args = {"search_space": dict(search_space), "names": names, "data_dir": str(data_dir),
                    "batch_size": int(proxies["batch_size"]), "seed": int(proxies["seed"]), "device": device,
                    "threads": scorer_threads, "cache_dir": str(cache_dir)}
     key_extra = {"norm": table_hash(norm), "scorer": {k: v for k, v in scorer_args.items() if k != "cache_dir"}}
     from tinyevo.runtime import progress
 
-    lg.info("ranking.method %s; constraints: %s", method, cons.describe())
+    lg.info("ranking.method %s; constraints: %s; algorithm %s", method, cons.describe(), algorithm)
     with ProxyEvaluator(scorer_args, norm, workers=workers) as ev:
-        res = evolve(initial, ev, space, names, cons, p, checkpoint_dir=checkpoint_dir,
-                     key_extra=key_extra, progress=progress, method=method)
+        if nsga is not None:
+            from tinyevo.search.nsga2 import evolve_nsga2
+
+            res = evolve_nsga2(initial, ev, space, names, cons, p, nsga, objectives, checkpoint_dir=checkpoint_dir,
+                               key_extra=key_extra, progress=progress, method=method)
+        else:
+            res = evolve(initial, ev, space, names, cons, p, checkpoint_dir=checkpoint_dir,
+                         key_extra=key_extra, progress=progress, method=method)
         ev.close()
     # One cache part file per scored batch accumulates over the cycles: merge them now that this
     # stage (the only writer at this point of the DAG) is done.
@@ -153,9 +168,19 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
     ScoreCache(cache_dir).compact()
     h = res.history
     selected = select_winners(h, names, cons)  # raises before anything is written
+    from tinyevo.search.pareto import hypervolume_table, pareto_table
+
+    front = pareto_table(h, objectives)
+    hv = hypervolume_table(h, objectives, cons)
     write_parquet(h, history_out)
     write_parquet(res.population, population_out)
     write_parquet(selected, selected_out)
+    if pareto_out is not None:
+        write_parquet(front, pareto_out)
+    if hypervolume_out is not None:
+        write_parquet(hv, hypervolume_out)
+    lg.info("Pareto set (score vs %s): %d feasible nets; hypervolume %.4f after %d children",
+            ", ".join(objectives), len(front), hv["hypervolume"].iloc[-1], int(hv["evaluated"].iloc[-1]))
     t = res.timings
     summary = {"nets": len(h), "children": int((h["cycle"] > 0).sum()),
                "feasible_share": float(h["feasible"].mean()), "trainable_share": float(h["trainable"].mean()),

@@ -210,16 +210,52 @@ def diverse_top(order: Sequence[int], vectors: Sequence[Sequence[int]], k: int, 
     return kept
 
 
+SELECTION_RULES = ("best_under_budget", "smallest_within")
+SELECTION_COSTS = ("flash", "peak_sram", "macs", "params")
+
+
+def check_selection(selection: Mapping[str, Any] | None) -> dict:
+    """``selection:`` (the deployment rule C is picked by): ``rule`` ``best_under_budget`` (the
+    highest-scored feasible nets, the default) or ``smallest_within`` (the feasible nets whose
+    score lies within ``margin`` of the best feasible score, smallest ``cost`` first)."""
+    s = {"rule": "best_under_budget", "margin": 0.5, "cost": "flash", **dict(selection or {})}
+    unknown = sorted(set(s) - {"rule", "margin", "cost"})
+    if unknown:
+        raise ValueError(f"config key 'selection' has unknown key(s) {unknown}; known: ['rule', 'margin', 'cost']")
+    if s["rule"] not in SELECTION_RULES:
+        raise ValueError(f"config key 'selection.rule' is {s['rule']!r}; use one of {list(SELECTION_RULES)}")
+    if s["cost"] not in SELECTION_COSTS:
+        raise ValueError(f"config key 'selection.cost' is {s['cost']!r}; use one of {list(SELECTION_COSTS)}")
+    m = s["margin"]
+    if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) or not m >= 0:
+        raise ValueError(f"config key 'selection.margin' must be a number >= 0, got {m!r}")
+    return s
+
+
+def _selection_order(pool: pd.DataFrame, col: str, selection: Mapping[str, Any] | None) -> np.ndarray:
+    """Positions of ``pool`` in the order the deployment rule takes them."""
+    s = check_selection(selection)
+    score = pool[col].to_numpy(dtype=float)
+    key = np.where(np.isnan(score), -np.inf, score)
+    if s["rule"] == "best_under_budget" or not np.isfinite(key).any():
+        return np.argsort(-key, kind="stable")
+    within = np.flatnonzero(key >= key.max() - float(s["margin"]))
+    cost = pool[s["cost"]].to_numpy(dtype=float)[within]
+    return within[np.lexsort((-key[within], cost))]  # smallest first, then the higher score
+
+
 def select_candidates(history: pd.DataFrame, net: str, k: int, nc_limits: Mapping[str, Any] | None = None,
                       constraints: Mapping[str, Any] | None = None, min_distance: int = 0,
-                      space=None) -> pd.DataFrame:
+                      space=None, selection: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """The top-``k`` distinct architectures of the pool of ``net`` (:func:`pool_mask`) by
     :func:`score_column`, best first; ties go to the earlier history row, a NaN score ranks last.
     With ``min_distance`` > 1 (``final_round.min_distance``) every candidate differs from every
     better one in at least that many genes (:func:`diverse_top`; needs the search ``space`` to
     decode the strings): an aging evolution's history is dominated by one lineage, whose top-k
     are near-copies of each other, and a round among near-copies cannot find a better family.
-    Fewer than ``k`` nets qualify: all of them. Columns :data:`CANDIDATE_COLUMNS`
+    ``selection`` (:func:`check_selection`, C only) orders C's pool by the deployment rule
+    instead: ``smallest_within`` takes the nets within ``margin`` of the best score, smallest
+    first. Fewer than ``k`` nets qualify: all of them. Columns :data:`CANDIDATE_COLUMNS`
     (``candidate`` = 0-based rank, ``history_row`` = position of the arch's first row).
     Raises :class:`NoCandidate` naming the pool's constraints when the pool is empty."""
     check_config(k, [1], 1.0, [net])
@@ -240,9 +276,11 @@ def select_candidates(history: pd.DataFrame, net: str, k: int, nc_limits: Mappin
         raise NoCandidate(
             f"final round of {net}: none of the {len(history)} nets of the evolution history is in the pool of "
             f"{describe_pool(net, constraints, nc_limits)}; relax these limits or set final_round.k = 0")
-    score = pool[col].to_numpy(dtype=float)
-    key = np.where(np.isnan(score), -np.inf, score)
-    order = np.argsort(-key, kind="stable")
+    if net == "C":
+        order = _selection_order(pool, col, selection)
+    else:
+        score = pool[col].to_numpy(dtype=float)
+        order = np.argsort(-np.where(np.isnan(score), -np.inf, score), kind="stable")
     if min_distance > 1:
         vectors = [gene_vector(space, a) for a in pool["arch"].astype(str)]
         order = np.asarray(diverse_top(order, vectors, int(k), int(min_distance)), dtype=np.int64)
@@ -256,7 +294,7 @@ def select_candidates(history: pd.DataFrame, net: str, k: int, nc_limits: Mappin
 
 def write_candidates(history_path, net: str, k: int, out, nc_limits: Mapping[str, Any] | None = None,
                      constraints: Mapping[str, Any] | None = None, min_distance: int = 0,
-                     search_space: Mapping[str, Any] | None = None,
+                     search_space: Mapping[str, Any] | None = None, selection: Mapping[str, Any] | None = None,
                      logger: logging.Logger | None = None) -> pd.DataFrame:
     """The rule ``final_round_candidates``: :func:`select_candidates` from the history file
     (``search_space``: the config section, to decode strings when ``min_distance`` > 1)."""
@@ -267,10 +305,14 @@ def write_candidates(history_path, net: str, k: int, out, nc_limits: Mapping[str
         from tinyevo.space import SearchSpace
 
         space = SearchSpace.from_config(search_space)
-    cand = select_candidates(hist, net, k, nc_limits, constraints, min_distance=min_distance, space=space)
+    cand = select_candidates(hist, net, k, nc_limits, constraints, min_distance=min_distance, space=space,
+                             selection=selection)
     write_parquet(cand, out)
-    log.info("%s: %d of k = %d candidates by %s (genes apart >= %d) from the pool of %s", net, len(cand), k,
-             score_column(hist), min_distance, describe_pool(net, constraints, nc_limits))
+    rule = check_selection(selection)
+    how = (f"selection.rule {rule['rule']}" if rule["rule"] == "best_under_budget" or net != "C" else
+           f"selection.rule smallest_within (score within {rule['margin']:g} of the best, smallest {rule['cost']} first)")
+    log.info("%s: %d of k = %d candidates by %s, %s (genes apart >= %d) from the pool of %s", net, len(cand), k,
+             score_column(hist), how, min_distance, describe_pool(net, constraints, nc_limits))
     for r in cand.itertuples():
         log.info("  %d  score %9.4f  params %9d  macs %11d  %s", r.candidate, r.score, r.params, r.macs, r.arch)
     return cand
@@ -509,7 +551,7 @@ def zero_cost_choice(selected: pd.DataFrame, net: str) -> dict:
 
 
 def choose(selected: pd.DataFrame, finalists: pd.DataFrame, history: pd.DataFrame | None = None,
-           nc_limits: Mapping[str, Any] | None = None) -> pd.DataFrame:
+           nc_limits: Mapping[str, Any] | None = None, selection: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per net in C, NC (:data:`CHOICE_COLUMNS`): the chosen finalist (source
     ``final_round``, its last-round validation accuracy) for the nets of the final round. NC
     with a round of its own takes the better of its winner and C's winner (C's on a tie): C's
@@ -522,9 +564,11 @@ def choose(selected: pd.DataFrame, finalists: pd.DataFrame, history: pd.DataFram
     the zero-cost pick (source ``zero_cost``, NaN accuracy), the evolution's, except for an NC
     with ``final_round.nc_limits``, which is the best-scored net of the history within those
     limits (the evolution's own NC is bounded by nothing and on 8x8 digits grew a 512-channel
-    stage)."""
+    stage). Without a round, ``selection.rule: smallest_within`` picks C by that rule from the
+    history."""
     rows = []
     limited = history is not None and bool(_check_nc_limits(nc_limits))
+    by_rule = history is not None and check_selection(selection)["rule"] != "best_under_budget"
     for net in NETS:
         mine = finalists[(finalists["net"] == net) & finalists["chosen"].astype(bool)]
         c_won = finalists[(finalists["net"] == "C") & finalists["chosen"].astype(bool)]
@@ -543,6 +587,9 @@ def choose(selected: pd.DataFrame, finalists: pd.DataFrame, history: pd.DataFram
             last = c_won.sort_values("round", kind="mergesort").iloc[-1]
             rows.append({"net": net, "arch": str(last["arch"]), "source": "final_round_C",
                          "val_acc": float(last["val_acc"])})
+        elif net == "C" and by_rule:
+            top = select_candidates(history, net, 1, selection=selection)
+            rows.append({"net": net, "arch": str(top["arch"].iloc[0]), "source": "zero_cost", "val_acc": np.nan})
         elif net == "NC" and limited:
             top = select_candidates(history, net, 1, nc_limits)
             rows.append({"net": net, "arch": str(top["arch"].iloc[0]), "source": "zero_cost", "val_acc": np.nan})
@@ -553,7 +600,8 @@ def choose(selected: pd.DataFrame, finalists: pd.DataFrame, history: pd.DataFram
 
 def run_choice(*, selected: str, candidates: Mapping[str, str], rounds: Mapping[str, Sequence[str]], keep: float,
                out_finalists: str, out_choice: str, history: str | None = None,
-               nc_limits: Mapping[str, Any] | None = None, logger: logging.Logger | None = None) -> pd.DataFrame:
+               nc_limits: Mapping[str, Any] | None = None, logger: logging.Logger | None = None,
+               selection: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """The rule ``final_round_choice``: finalists of every net of the final round (``candidates``
     / ``rounds``: net -> candidates table / gathered round tables in round order; both empty
     for ``final_round.k = 0``) and the choice table (``history`` and ``nc_limits``: see
@@ -567,7 +615,7 @@ def run_choice(*, selected: str, candidates: Mapping[str, str], rounds: Mapping[
             parts.append(finalists_of(net, read_parquet(candidates[net], "final-round candidates"),
                                       [read_parquet(p, "final-round table") for p in rounds[net]], keep))
     finalists = pd.concat(parts, ignore_index=True) if parts else empty_finalists()
-    choice = choose(sel, finalists, hist, nc_limits)
+    choice = choose(sel, finalists, hist, nc_limits, selection)
     write_parquet(finalists, out_finalists)
     write_parquet(choice, out_choice)
     for r in choice.itertuples():
