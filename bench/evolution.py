@@ -1,5 +1,17 @@
-"""Experiment: constraint handling in aging evolution, ``post_hoc`` (the paper) vs ``penalty``
-(CNAS-style), at equal budget (same cycles and children per cycle) over several evolution seeds.
+"""Experiments on the search, at equal budget over several evolution seeds.
+
+``--compare constraints`` (the default): constraint handling in aging evolution, ``post_hoc``
+(the paper) vs ``penalty`` (CNAS-style), same cycles and children per cycle.
+
+``--compare algorithms``: ``aging`` vs ``nsga2`` (pymoo's NSGA-II) with the config's constraints
+mode, at an equal number of evaluated children (``cycles``). Per run: the hypervolume of the
+feasible nets found (``tinyevo.search.pareto``, fixed reference point from the shared initial
+pool), the size of their Pareto set, the best feasible score, and, with ``--train-k K``, a small
+final round: the top-K candidates of the deployment rule (``selection``, with
+``final_round.min_distance``) trained ``--train-epochs`` epochs with the config's recipe, the
+best by validation accuracy deployed; its test accuracy and flash are reported.
+
+    python bench/evolution.py --compare algorithms --jobs 2 --train-k 4 --train-epochs 5
 
 Per run it reports the best feasible AVG in the history, the share of feasible nets in the
 history (all nets, and children only), the wall time per cycle and the share of it spent in
@@ -53,6 +65,10 @@ def parse_args(argv=None):
                     help="runs at the same time (worker processes); timings are then taken side by side")
     ap.add_argument("--device", default=None, help="default: compute.device of the config")
     ap.add_argument("--workdir", default=str(REPO / "results" / "bench" / "evolution"))
+    ap.add_argument("--compare", choices=("constraints", "algorithms"), default="constraints")
+    ap.add_argument("--train-k", type=int, default=0,
+                    help="--compare algorithms: candidates of the small final round (0 = none)")
+    ap.add_argument("--train-epochs", type=int, default=5, help="epochs of each final-round training")
     return ap.parse_args(argv)
 
 
@@ -96,11 +112,20 @@ def main(argv=None) -> pd.DataFrame:
                    "batch_size": int(pcfg["batch_size"]), "seed": int(pcfg["seed"]), "device": device,
                    "threads": a.threads}
     # longest runs first (post_hoc drifts to large nets), so a pool of --jobs workers stays balanced
-    jobs = [{"mode": mode, "seed": seed, "cycles": cycles, "evolution": cfg["evolution"],
-             "constraints": constraints_from_config(cfg), "search_space": cfg["search_space"], "names": names,
-             "ranked": ranked, "norm": norm, "scorer_args": scorer_args, "init_cache": str(init_cache),
-             "run_dir": str(work / "runs" / f"{mode}-seed{seed}")}
-            for mode in ("post_hoc", "penalty") for seed in a.seeds]
+    common = {"cycles": cycles, "evolution": cfg["evolution"], "constraints": constraints_from_config(cfg),
+              "search_space": cfg["search_space"], "names": names, "ranked": ranked, "norm": norm,
+              "scorer_args": scorer_args, "init_cache": str(init_cache)}
+    if a.compare == "algorithms":
+        mode = cfg["evolution"]["constraints"]
+        common.update(objectives=list(cfg["evolution"]["objectives"]), train_k=a.train_k,
+                      train_epochs=a.train_epochs, train=cfg["train"], selection=cfg["selection"],
+                      min_distance=cfg["final_round"]["min_distance"], data_dir=str(data_dir), device=device)
+        jobs = [{**common, "mode": mode, "algorithm": alg, "seed": seed,
+                 "run_dir": str(work / "runs" / f"{alg}-seed{seed}")}
+                for alg in ("aging", "nsga2") for seed in a.seeds]
+    else:
+        jobs = [{**common, "mode": mode, "seed": seed, "run_dir": str(work / "runs" / f"{mode}-seed{seed}")}
+                for mode in ("post_hoc", "penalty") for seed in a.seeds]
     if a.jobs > 1:
         # spawn, not fork: this process has already run torch (the initial scoring)
         ctx = mp.get_context("spawn")
@@ -111,8 +136,13 @@ def main(argv=None) -> pd.DataFrame:
     for r in rows:
         r["concurrent_runs"] = a.jobs
     runs = pd.DataFrame(rows)
-    summary = runs.groupby("mode")[["best_feasible_avg", "feasible_share_history", "feasible_share_children",
-                                    "s_per_cycle", "scoring_share"]].agg(["mean", "std"])
+    if a.compare == "algorithms":
+        keep = [c for c in ("hypervolume", "front", "best_feasible_score", "deployed_val_acc", "deployed_test_acc",
+                            "deployed_flash", "s_per_child") if c in runs.columns]
+        summary = runs.groupby("algorithm")[keep].agg(["mean", "std"])
+    else:
+        summary = runs.groupby("mode")[["best_feasible_avg", "feasible_share_history", "feasible_share_children",
+                                        "s_per_cycle", "scoring_share"]].agg(["mean", "std"])
     work.mkdir(parents=True, exist_ok=True)
     runs.to_csv(work / "runs.csv", index=False)
     summary.to_csv(work / "summary.csv")
@@ -138,6 +168,8 @@ def run_one(job: dict) -> dict:
     shutil.copytree(job["init_cache"], run_dir / "cache")  # cold start: only the initial scores
     evo = {**job["evolution"], "cycles": job["cycles"], "constraints": job["mode"], "seed": job["seed"]}
     p = EvolutionParams.from_config(evo)
+    if "algorithm" in job:
+        return run_algorithm(job, space, p, run_dir, log)
     with ProxyEvaluator({**job["scorer_args"], "cache_dir": str(run_dir / "cache")}, job["norm"]) as ev:
         res = evolve(job["ranked"], ev, space, job["names"], job["constraints"], p)
         ev.close()
@@ -159,6 +191,65 @@ def run_one(job: dict) -> dict:
     }
     log.info("%s", row)
     return row
+
+
+def run_algorithm(job: dict, space, p, run_dir: Path, log) -> dict:
+    """One (algorithm, seed) run of ``--compare algorithms``."""
+    from tinyevo.search.nsga2 import NSGA2Params, evolve_nsga2
+    from tinyevo.search.pareto import hypervolume_table, pareto_table
+
+    objectives = job["objectives"]
+    with ProxyEvaluator({**job["scorer_args"], "cache_dir": str(run_dir / "cache")}, job["norm"]) as ev:
+        if job["algorithm"] == "nsga2":
+            res = evolve_nsga2(job["ranked"], ev, space, job["names"], job["constraints"], p,
+                               NSGA2Params.from_config(job["evolution"].get("nsga2")), objectives)
+        else:
+            res = evolve(job["ranked"], ev, space, job["names"], job["constraints"], p)
+        ev.close()
+    h = res.history
+    write_parquet(h, run_dir / "history.parquet")
+    hv = hypervolume_table(h, objectives, job["constraints"])
+    front = pareto_table(h, objectives)
+    write_parquet(hv, run_dir / "hypervolume.parquet")
+    write_parquet(front, run_dir / "pareto.parquet")
+    kids = h[h["cycle"] > 0]
+    feas = h[h["feasible"] & np.isfinite(h["score"].to_numpy(float))]
+    t = res.timings
+    row = {"algorithm": job["algorithm"], "seed": job["seed"], "children": len(kids),
+           "hypervolume": float(hv["hypervolume"].iloc[-1]), "hypervolume_initial": float(hv["hypervolume"].iloc[0]),
+           "front": len(front), "best_feasible_score": float(feas["score"].max()) if len(feas) else np.nan,
+           "feasible_share_children": float(kids["feasible"].mean()) if len(kids) else np.nan,
+           "wall_s": t["total_s"], "s_per_child": t["total_s"] / max(len(kids), 1)}
+    if job["train_k"] > 0:
+        row.update(mini_final_round(job, space, h, log))
+    log.info("%s", row)
+    return row
+
+
+def mini_final_round(job: dict, space, h: pd.DataFrame, log) -> dict:
+    """The top ``train_k`` candidates of the deployment rule, each trained ``train_epochs``
+    epochs (seed from the arch, as the final round); the best by validation accuracy is deployed."""
+    from tinyevo.space import cost_of
+    from tinyevo.train import validation as V
+    from tinyevo.train.final_round import arch_seed, select_candidates
+
+    cand = select_candidates(h, "C", job["train_k"], min_distance=int(job["min_distance"]), space=space,
+                             selection=job["selection"])
+    from tinyevo.runtime import pick_device
+
+    splits = V.load_splits(job["data_dir"])
+    device = str(pick_device(job["device"]))
+    best = None
+    for arch in cand["arch"]:
+        s = {**job["train"], "epochs": int(job["train_epochs"]), "seed": arch_seed(int(job["train"].get("seed") or 0),
+                                                                                   arch)}
+        r = V.train_eval(space.netspec(arch), splits, s, device=device, logger=log)
+        log.info("%s: val %.4f test %.4f", arch, r["val_acc"], r["test_acc"])
+        if best is None or (np.nan_to_num(r["val_acc"], nan=-1.0) > np.nan_to_num(best[1]["val_acc"], nan=-1.0)):
+            best = (arch, r)
+    arch, r = best
+    return {"deployed": arch, "deployed_val_acc": float(r["val_acc"]), "deployed_test_acc": float(r["test_acc"]),
+            "deployed_flash": int(cost_of(space.netspec(arch)).flash)}
 
 
 def _has_tabulate() -> bool:

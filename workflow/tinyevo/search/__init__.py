@@ -4,6 +4,9 @@
   trainability guards its parent satisfies.
 - :mod:`tinyevo.search.aging`: the loop (:func:`evolve`), scoring injected as a callable,
   resumable through :mod:`tinyevo.search.checkpoint`.
+- :mod:`tinyevo.search.nsga2`: ``evolution.algorithm: nsga2``, pymoo's NSGA-II over the score and
+  the costs of ``evolution.objectives``, with the same mutation, constraints and score cache.
+- :mod:`tinyevo.search.pareto`: the Pareto set and hypervolume of either algorithm's history.
 - :mod:`tinyevo.search.select`: the C/NC before/after winners table.
 - :mod:`tinyevo.search.plots`: progress, score-vs-MACs Pareto and feasibility plots.
 - :mod:`tinyevo.search.stage`: the rule-level entry point wiring the real proxy scorer.

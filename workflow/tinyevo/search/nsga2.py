@@ -73,7 +73,7 @@ def check_objectives(objectives: Any) -> list[str]:
 
 @dataclass(frozen=True)
 class NSGA2Params:
-    pop_size: int = 64
+    pop_size: int = 50
     offspring: int | None = None  # children per generation (None = pop_size)
     crossover_prob: float = 0.9
 
