@@ -43,3 +43,27 @@ def test_bench_evolution_jobs_match_sequential(tmp_path):
     summary = pd.read_csv(tmp_path / "par" / "summary.csv", header=[0, 1], index_col=0)
     assert set(summary.index) == {"post_hoc", "penalty"}
     assert summary[("scoring_share", "mean")].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_bench_evolution_compares_the_algorithms(tmp_path):
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe")
+    cfg = yaml.load((REPO / "config" / "config.yaml").read_text())
+    cfg["evolution"]["nsga2"] = {"pop_size": 4}
+    with open(tmp_path / "cfg.yaml", "w") as fh:
+        yaml.dump(cfg, fh)
+    runs = _run_bench(["--config", str(tmp_path / "cfg.yaml"), "--compare", "algorithms", "--population-size", "24",
+                       "--cycles", "8", "--batch-size", "8", "--seeds", "1", "--train-k", "1", "--train-epochs", "1"],
+                      tmp_path / "alg")
+    assert sorted(runs["algorithm"]) == ["aging", "nsga2"] and (runs["children"] == 8).all()
+    # the same initial pool and reference point: the same starting hypervolume, never lost later
+    assert runs["hypervolume_initial"].nunique() == 1
+    assert (runs["hypervolume"] >= runs["hypervolume_initial"] - 1e-12).all()
+    assert runs["deployed_test_acc"].between(0, 1).all() and (runs["deployed_flash"] > 0).all()
+    for alg in ("aging", "nsga2"):
+        front = pd.read_parquet(tmp_path / "alg" / "runs" / f"{alg}-seed1" / "pareto.parquet")
+        assert len(front) == runs.set_index("algorithm").loc[alg, "front"]
+    summary = pd.read_csv(tmp_path / "alg" / "summary.csv", header=[0, 1], index_col=0)
+    assert set(summary.index) == {"aging", "nsga2"}
