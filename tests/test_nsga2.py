@@ -182,3 +182,23 @@ def test_workflow_nsga2_evolve_plots_and_a_smallest_within_choice(tmp_path):
     assert (evo / "history.parquet").read_bytes() == first
     assert "resuming from checkpoint at generation 2/2" in (tmp_path / "results/logs/evolution/main.log").read_text()
 
+
+
+def test_pareto_plot_draws_the_front_and_the_device_limits(space, monkeypatch, tmp_path):
+    import tinyevo.search.plots as plots
+    from tinyevo.space.constraints import Constraints
+
+    res, _, cons = run(space, cycles=24)
+    front = pareto_table(res.history, OBJ)
+    figs = []
+    monkeypatch.setattr(plots, "savefig", lambda fig, path, dpi=None: figs.append(fig))
+    c = Constraints(limits={"max_peak_sram": 50_000}, fit_device=True, ram_bytes=1 << 20)
+    plots.plot_pareto(res.history, front, OBJ, c, tmp_path / "p.png")
+    (fig,) = figs
+    flash_ax, sram_ax = fig.axes
+    lines = {ax: {ln.get_label(): ln for ln in ax.get_lines()} for ax in (flash_ax, sram_ax)}
+    assert lines[sram_ax]["constraints.max_peak_sram"].get_xdata()[0] == 50_000
+    assert "constraints.max_flash" not in lines[flash_ax]
+    for ax in (flash_ax, sram_ax):
+        assert lines[ax]["device.ram_bytes (budget M)"].get_xdata()[0] == 1 << 20
+        assert lines[ax][f"Pareto set ({len(front)} nets)"].get_xdata().size == len(front)

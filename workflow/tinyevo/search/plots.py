@@ -121,8 +121,10 @@ COST_LABELS = {"flash": "flash (B, int8 weights)", "peak_sram": "peak SRAM (B)",
 def plot_pareto(history: pd.DataFrame, front: pd.DataFrame, objectives, constraints: Mapping[str, Any], path,
                 style: str = "default", dpi: int = 110) -> None:
     """Score against each cost of ``objectives``: every feasible net evaluated, the Pareto set
-    (``front``, :func:`tinyevo.search.pareto.pareto_table`) and the device limit of that cost
-    (``constraints.max_<cost>``) where one is set."""
+    (``front``, :func:`tinyevo.search.pareto.pareto_table`), the device limit of that cost
+    (``constraints.max_<cost>``) where one is set, and on the flash and peak-SRAM panels the TyBox
+    budget ``device.ram_bytes`` when ``constraints.fit_device`` checks it (weights and activations
+    share it)."""
     from tinyevo.space.constraints import LIMITS
 
     plt = _plt(style)
@@ -137,6 +139,9 @@ def plot_pareto(history: pd.DataFrame, front: pd.DataFrame, objectives, constrai
         lim = cons.limits.get(by_cost[c])
         if lim is not None:
             ax.axvline(lim, color="k", ls="--", lw=1, label=f"constraints.{by_cost[c]}")
+        if c in ("flash", "peak_sram") and cons.fit_device and cons.ram_bytes:
+            # the TyBox budget M bounds the int8 weights and the activations together
+            ax.axvline(cons.ram_bytes, color="k", ls=":", lw=1, label="device.ram_bytes (budget M)")
         ax.set_xlabel(COST_LABELS[c])
         ax.set_ylabel("score")
         ax.legend(fontsize=7)
