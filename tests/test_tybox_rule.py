@@ -12,15 +12,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
-def test_tybox_rule_builds_checks_and_measures(tmp_path, make_config, snakemake_run):
+@pytest.mark.parametrize("target", ["host", "cortex-m4f"])
+def test_tybox_rule_builds_checks_and_measures(tmp_path, make_config, snakemake_run, target):
     import keras
 
     from tinyevo.io import read_parquet
     from tinyevo.tybox import testnets
     from tinyevo.tybox.model import load_graph
 
+    if target != "host":
+        from test_tybox_target import _ensure_toolchain
+
+        why = _ensure_toolchain()
+        if why:
+            pytest.skip(why)
     cfg, path = make_config({"device": {"ram_bytes": 40000, "min_buffer_samples": 4},
-                             "tybox": {"test_vectors": 3}})
+                             "tybox": {"test_vectors": 3, "target": target}})
     comp = tmp_path / "results" / "compress" / "C"
     comp.mkdir(parents=True)
     fe = testnets.build_fe("plain", 12, 1, seed=0)
@@ -37,3 +44,11 @@ def test_tybox_rule_builds_checks_and_measures(tmp_path, make_config, snakemake_
     assert (src / "harness").is_file() and (src / "README.md").is_file()
     log = (tmp_path / "results/logs/tybox/C.log").read_text()
     assert "0 of" in log and "differ" in log
+    if target == "host":
+        assert "target_measured" not in mem.columns
+    else:  # the Cortex-M4F build: linked into the device's RAM, checked under QEMU, measured
+        assert "bit-exact check passed under QEMU (mps2-an386)" in log
+        assert (src / "target" / "harness.elf").is_file()
+        assert mem.loc["ram_bytes", "target_measured"] <= 40000
+        assert abs(mem.loc["ram_bytes", "target_rel_error"]) <= 0.02
+        assert mem.loc["arena", "target_measured"] == mem.loc["arena", "predicted"]

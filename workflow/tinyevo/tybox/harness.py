@@ -74,9 +74,10 @@ def initial_weights(src_dir, workdir=None) -> tuple[np.ndarray, np.ndarray]:
 
 def stream(src_dir, stream_x, stream_y, eval_x, eval_y, *, capacity: int | None = None,
            lr: float | None = None, loss: str | None = None, features: bool = False,
-           init_weights: tuple | None = None, workdir=None) -> dict:
+           init_weights: tuple | None = None, workdir=None, runner=None) -> dict:
     """Run ``harness stream``; returns {"curve": DataFrame, "eval_pred": (steps+1, N_eval) int8,
-    "weights": (W (F, C), b (C,)) float32}."""
+    "weights": (W (F, C), b (C,)) float32}. ``runner(cmd, cwd)`` runs the command line instead of
+    the host harness (e.g. the target build under QEMU, :mod:`tinyevo.tybox.target`)."""
     meta = info(src_dir)
     F, C = meta["feature_size"], meta["num_classes"]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -103,7 +104,10 @@ def stream(src_dir, stream_x, stream_y, eval_x, eval_y, *, capacity: int | None 
             blob = np.concatenate([np.asarray(w, np.float32).ravel(), np.asarray(b, np.float32).ravel()])
             (t / "init.bin").write_bytes(blob.astype("<f4").tobytes())
             cmd += ["--init-weights", str(t / "init.bin")]
-        _run(cmd, src_dir, "harness stream")
+        if runner is None:
+            _run(cmd, src_dir, "harness stream")
+        else:
+            runner(cmd, src_dir)
         curve = pd.read_csv(t / "curve.csv")
         n_eval = len(eval_y)
         pred = np.frombuffer((t / "pred.bin").read_bytes(), np.int8).reshape(-1, n_eval).copy()
@@ -122,13 +126,15 @@ _SYMBOL_TERMS = {
 }
 
 
-def measure_memory(src_dir, objects=("tybox.o", "tybox_fe.o", "tybox_model_data.o")) -> dict:
+def measure_memory(src_dir, objects=("tybox.o", "tybox_fe.o", "tybox_model_data.o"), size: str = "size",
+                   nm: str = "nm") -> dict:
     """Static RAM (.data + .bss) and flash (.text + .rodata + .data initialisers) of the
-    library objects from ``size -A``, plus each RAM term from the symbol sizes of ``nm -S``."""
+    library objects from ``size -A``, plus each RAM term from the symbol sizes of ``nm -S``
+    (``size`` / ``nm``: the tools, e.g. the Arm toolchain's for a target build)."""
     src = Path(src_dir)
     sec = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
     for obj in objects:
-        out = _run(["size", "-A", "-d", obj], src, "size")
+        out = _run([size, "-A", "-d", obj], src, size)
         for line in out.splitlines():
             parts = line.split()
             if len(parts) < 2 or not parts[0].startswith(".") or not parts[1].isdigit():
@@ -144,7 +150,7 @@ def measure_memory(src_dir, objects=("tybox.o", "tybox_fe.o", "tybox_model_data.
                 sec["bss"] += n
     terms: dict = {}
     for obj in objects:
-        out = _run(["nm", "-S", "-C", "--defined-only", obj], src, "nm")
+        out = _run([nm, "-S", "-C", "--defined-only", obj], src, nm)
         for line in out.splitlines():
             parts = line.split()
             if len(parts) != 4 or parts[2].lower() not in "bdg":
