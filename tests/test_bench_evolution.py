@@ -51,13 +51,13 @@ def test_bench_evolution_compares_the_algorithms(tmp_path):
 
     yaml = YAML(typ="safe")
     cfg = yaml.load((REPO / "config" / "config.yaml").read_text())
-    cfg["evolution"]["nsga2"] = {"pop_size": 4}
+    cfg["evolution"]["nsga2"] = {"pop_size": 3}
     with open(tmp_path / "cfg.yaml", "w") as fh:
         yaml.dump(cfg, fh)
     runs = _run_bench(["--config", str(tmp_path / "cfg.yaml"), "--compare", "algorithms", "--population-size", "24",
-                       "--cycles", "8", "--batch-size", "8", "--seeds", "1", "--train-k", "1", "--train-epochs", "1"],
-                      tmp_path / "alg")
-    assert sorted(runs["algorithm"]) == ["aging", "nsga2"] and (runs["children"] == 8).all()
+                       "--cycles", "6", "--batch-size", "8", "--seeds", "1", "--train-k", "1",
+                       "--train-epochs", "1"], tmp_path / "alg")
+    assert sorted(runs["algorithm"]) == ["aging", "nsga2"] and (runs["children"] == 6).all()
     # the same initial pool and reference point: the same starting hypervolume, never lost later
     assert runs["hypervolume_initial"].nunique() == 1
     assert (runs["hypervolume"] >= runs["hypervolume_initial"] - 1e-12).all()
