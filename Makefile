@@ -10,7 +10,7 @@ CORES  ?= all
 CONFIG ?= config/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast report lint bench gpu-check clean-results
+.PHONY: setup toolchain run test test-fast report lint bench gpu-check clean-results
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,25 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# tybox.target cortex-m4f (the default) cross-builds the generated C++ and runs it under QEMU: the
+# Arm GNU toolchain and QEMU from Debian, installed here with apt-get when missing and this is
+# root with apt-get (about a minute, once); otherwise it says what to install (or set
+# tybox.target: host) and goes on.
+ARM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm
+toolchain:
+	@if command -v arm-none-eabi-g++ >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing the Arm toolchain and QEMU for tybox.target cortex-m4f: apt-get install $(ARM_PACKAGES)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends $(ARM_PACKAGES) >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends $(ARM_PACKAGES) >/dev/null; } || \
+	  echo "could not install them: the tybox jobs of tybox.target cortex-m4f will fail (set tybox.target: host)"; \
+	else \
+	  echo "note: tybox.target cortex-m4f needs $(ARM_PACKAGES) (apt-get install as root), or set tybox.target: host"; \
+	fi
+
 # the run, then its HTML report (Snakemake's --report reads the finished run's metadata)
-run: setup
+run: setup toolchain
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --report results/report.html
 
@@ -30,7 +47,7 @@ run: setup
 # measured), so alongside it costs little and saves its whole time. Its output is printed after
 # the others'; the target fails when either run fails (a SLURM run that PYTEST_ARGS deselects
 # entirely is not a failure).
-test: setup
+test: setup toolchain
 	@slurm_log=$$(mktemp); \
 	$(BIN)/python -m pytest -m slurm -v -p no:cacheprovider $(PYTEST_ARGS) >"$$slurm_log" 2>&1 & slurm_pid=$$!; \
 	$(BIN)/python -m pytest -n auto --durations=15 -m "not slurm" $(PYTEST_ARGS); rest=$$?; \

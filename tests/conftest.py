@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import gc
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,10 @@ TINY = {
     "device": {"ram_bytes": 131072, "min_buffer_samples": 4},
     # transfer (and its C-src branch) is left out to save test time: its code path is covered by
     # tests/test_scenarios.py on a hand-built deployment
+    # the default target, cortex-m4f, where the Arm toolchain and QEMU are installed (`make test`
+    # installs them when it can); the host build alone elsewhere
+    "tybox": {"target": "cortex-m4f" if all(shutil.which(t) for t in ("arm-none-eabi-g++", "qemu-system-arm"))
+              else "host"},
     "scenarios": {"names": ["concept_drift", "incremental"], "repetitions": 2, "stream_length": 40, "eval_size": 30,
                   "change_point": 20},
 }
@@ -152,8 +157,6 @@ def tiny_pipeline(tmp_path_factory) -> Path:
             pytest.fail(f"the shared TINY pipeline run failed (in another worker):\n{failed.read_text()}")
         if not done.exists():
             if work.exists():  # a previous attempt died mid-run: start clean
-                import shutil
-
                 shutil.rmtree(work)
             work.mkdir()
             config = write_yaml(work / "config.yaml", TINY)
@@ -169,8 +172,6 @@ def tiny_pipeline(tmp_path_factory) -> Path:
 def copy_pipeline(src: Path, dst: Path) -> Path:
     """Copy a pipeline work directory with its ``.snakemake`` metadata and the files' mtimes, so
     Snakemake's rerun triggers (mtime, params, input, code) see the copy as up to date."""
-    import shutil
-
     shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
     return dst
 
@@ -220,8 +221,6 @@ def shared_once(tmp_path_factory, name: str, make, timeout: float) -> Path:
     """``make(work)`` run once per test session and shared by every xdist worker (the pattern of
     :func:`tiny_pipeline`: a file lock, a DONE marker, a FAILED record the others fail with).
     Returns the work directory."""
-    import shutil
-
     from filelock import FileLock
 
     root = _tiny_pipeline_root(tmp_path_factory).parent / name

@@ -215,6 +215,19 @@ def test_front_page_lines():
     assert f'<span class="pre">{ARCH}</span>' in body and "<strong>96.7 %</strong>" in body
     html = page_html(page)
     assert f"<code>{ARCH}</code>" in html and "<b>79 samples</b>" in html and html.count("<li>") == 7
+    assert not any("on the target" in x for x in lines)  # no target table: no target line
+
+
+def test_front_page_target_line():
+    target = pd.DataFrame([{"target": "cortex-m4f", "instructions_inference": 12_345_678.0,
+                            "instructions_per_mac": 19.25, "instructions_train_step": 4_560_000.0}])
+    lines = page_rst(front_page(*tables(), DEVICE, "total", target=target)).splitlines()
+    assert ("* on the target ``cortex-m4f`` (emulated, QEMU ``-icount``; an instruction count, not cycles): "
+            "**12.35 M instructions per inference** (19.2 per MAC), 4.56 M per training step over the full buffer") \
+        in lines
+    host = pd.DataFrame([{"target": "host", "instructions_inference": float("nan"),
+                          "instructions_per_mac": float("nan"), "instructions_train_step": float("nan")}])
+    assert not any("on the target" in x for x in page_rst(front_page(*tables(), DEVICE, "total", target=host)).splitlines())
 
 
 def test_front_page_budget_predicted_and_pruned():
@@ -273,7 +286,11 @@ def test_report_opens_with_the_front_page(tiny_pipeline, tmp_path, snakemake_run
     assert desc.index(arch) > first and f"{n_b} samples" in desc
     for s in TINY["scenarios"]["names"]:
         assert s.replace("_", " ") in desc[:desc.index("tinyevo run on dataset")], s
-    for name in ("summary.html", "stage_times.html", "job_times.html", "data_stats.html", "tybox_memory.html"):
+    target = pd.read_parquet(work / "results/tybox/C/target.parquet").iloc[0]
+    if target["target"] != "host":  # the Cortex-M4F build's instruction count is on the front page
+        assert f"{target['instructions_inference'] / 1e6:.2f} M instructions per inference" in desc[:first + 3000]
+    for name in ("summary.html", "stage_times.html", "job_times.html", "data_stats.html", "tybox_memory.html",
+                 "tybox_target.html"):
         assert name in html, name
     # each table keeps its own caption (one job renders a whole section)
     assert "Per-channel mean and standard deviation" in html and "The memory model of the generated C++" in html

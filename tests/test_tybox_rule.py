@@ -13,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 def test_tybox_rule_builds_checks_and_measures(tmp_path, make_config, snakemake_run):
-    """With the Arm toolchain at hand the rule also builds for tybox.target cortex-m4f (the host
-    build is checked either way; the TINY pipelines run the default, host only)."""
+    """With the Arm toolchain at hand the rule also builds for tybox.target cortex-m4f, the
+    default (the host build is checked either way)."""
     import keras
 
     from test_tybox_target import _ensure_toolchain
@@ -41,10 +41,20 @@ def test_tybox_rule_builds_checks_and_measures(tmp_path, make_config, snakemake_
     assert (src / "harness").is_file() and (src / "README.md").is_file()
     log = (tmp_path / "results/logs/tybox/C.log").read_text()
     assert "0 of" in log and "differ" in log
+    tgt = read_parquet(tmp_path / "results/tybox/C/target.parquet")
+    assert len(tgt) == 1 and tgt["target"].iloc[0] == target
     if target == "host":
         assert "target_measured" not in mem.columns
+        assert tgt["instructions_inference"].isna().all() and tgt["ram_bytes"].iloc[0] == ram["measured"]
     else:  # the Cortex-M4F build: linked into the device's RAM, checked under QEMU, measured
-        assert "bit-exact check passed under QEMU (mps2-an386)" in log
+        assert "under QEMU (mps2-an386) the bit-exact check passed and a 24-sample learning stream equals " \
+               "the numpy reference" in log
+        assert tgt["stream_check_samples"].iloc[0] == 24 and tgt["stream_max_weight_diff"].iloc[0] <= 1e-5
+        row = tgt.iloc[0]
+        assert row["ram_bytes"] == mem.loc["ram_bytes", "target_measured"] and row["ram_budget"] == 40000
+        assert row["instructions_inference"] > row["fe_macs"] > 0
+        assert row["instructions_per_mac"] == pytest.approx(row["instructions_inference"] / row["fe_macs"])
+        assert row["instructions_train_step"] > row["instructions_sgd_sample"] > 0
         assert (src / "target" / "harness.elf").is_file()
         assert mem.loc["ram_bytes", "target_measured"] <= 40000
         assert abs(mem.loc["ram_bytes", "target_rel_error"]) <= 0.02

@@ -127,3 +127,53 @@ def test_a_net_that_does_not_fit_fails_at_link_time(project):
         build(project["src"], 8192, M)
     assert issubclass(DoesNotFit, UserError)  # one log line in a rule, no traceback
     build(project["src"], None, M)  # the fitting build again, for the other tests
+
+
+def test_instruction_counts_are_deterministic_and_calibrated(project, tmp_path):
+    from tinyevo.tybox.model import graph_macs
+    from tinyevo.tybox.target import instruction_counts
+
+    g = project["graph"]
+    x = np.random.default_rng(2).integers(-128, 128, (3,) + g.input.shape[1:]).astype(np.int8)
+    a = instruction_counts(project["elf"], x, tmp_path)
+    b = instruction_counts(project["elf"], x, tmp_path)
+    # QEMU's -icount: the same program and input, the same count up to the counter's quantum
+    # (1 tick = 0.625 instructions; the virtual clock's phase at the first read may differ)
+    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 2 for k in a)
+    assert abs(a["calibration"] - 200000) <= 16
+    macs = graph_macs(g)["total"]
+    assert macs > 0 and 2 <= a["extract"] / macs <= 100  # int8 reference kernels: a few instructions a MAC
+    # one SGD step on a buffered sample is a forward + update of the F x C classifier
+    F, C = g.feature_size, 6
+    assert F * C <= a["sgd_sample"] <= 100 * F * C
+    assert a["train_step"] == pytest.approx(a["sgd_sample"] * a["buffer_samples"], rel=0.2)
+    assert 0 < a["predict"] < a["sgd_sample"] * 2
+
+
+def test_graph_macs_counts_conv_and_depthwise():
+    from tinyevo.space.memory import Graph, Op, Tensor
+    from tinyevo.tybox.model import graph_macs
+
+    t = [Tensor(0, "x", (1, 8, 8, 3), np.int8), Tensor(1, "w", (16, 3, 3, 3), np.int8, data=np.zeros(1)),
+         Tensor(2, "y", (1, 4, 4, 16), np.int8), Tensor(3, "d", (1, 3, 3, 16), np.int8, data=np.zeros(1)),
+         Tensor(4, "z", (1, 4, 4, 16), np.int8)]
+    g = Graph("g", t, [Op(0, "CONV_2D", [0, 1], [2]), Op(1, "DEPTHWISE_CONV_2D", [2, 3], [4]),
+                       Op(2, "ADD", [4, 4], [4])], [0], [4])
+    assert graph_macs(g) == {"conv": 16 * 16 * 27, "depthwise": 16 * 16 * 9, "total": 16 * 16 * 36}
+
+
+def test_learning_stream_check_on_the_target(project):
+    from tinyevo.tybox import harness, verify_learning
+    from tinyevo.tybox.target import runner
+
+    res = verify_learning(project["src"], runner(project["elf"]), 0.05, "mse_softmax", seed=4)
+    assert res["samples"] == 24 and res["max_weight_diff"] <= 1e-5
+
+    # a learner that is not the reference (another learning rate) is caught
+    def wrong_lr(cmd, cwd):
+        cmd = list(cmd)
+        cmd[cmd.index("--lr") + 1] = "0.08"
+        return harness._run(cmd, cwd, "harness stream")
+
+    with pytest.raises(RuntimeError, match="differ from the numpy reference"):
+        verify_learning(project["src"], wrong_lr, 0.05, "mse_softmax", seed=4)

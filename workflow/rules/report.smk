@@ -88,7 +88,15 @@ REPORT_TABLES = {
                          "size (weights + activations), share of the baseline and test accuracy (the thesis's Table 1)."),
     "tybox_memory": ("TyBox", f"{RESULTS}/tybox/C/memory.parquet",
                      "The memory model of the generated C++ term by term (FE weights, activation arena, classifier, "
-                     "buffer of N_B samples), predicted and measured from the compiled object (size/nm)."),
+                     "buffer of N_B samples), predicted and measured from the compiled object (size/nm); with "
+                     "tybox.target cortex-m4f also measured from the Cortex-M4F build (target_measured)."),
+    "tybox_target": ("TyBox", f"{RESULTS}/tybox/C/target.parquet",
+                     "The build target of the generated C++ (tybox.target): the library's flash and static RAM "
+                     "from that build against the memory model and the budget, and on cortex-m4f the "
+                     "instructions QEMU executes (-icount, an emulator count, not cycles) per inference, per "
+                     "prediction, per SGD step on one buffered sample and per training step over the full "
+                     "buffer, instructions per MAC of the feature extractor, and the learning-stream check "
+                     "against the numpy reference (samples, largest weight difference)."),
     **{
         f"scenario_{s}": ("Scenarios", f"{RESULTS}/scenarios/{s}/summary.parquet",
                           f"{s.replace('_', ' ')}: final accuracy (mean and std over the repetitions) of each "
@@ -157,6 +165,7 @@ rule report_summary:
         choice=FINAL_OUTPUTS["choice"],
         compress=f"{RESULTS}/compress/C/summary.parquet",
         memory=f"{RESULTS}/tybox/C/memory.parquet",
+        target=f"{RESULTS}/tybox/C/target.parquet",
         scenarios=[f"{SCEN_DIR}/{s}/summary.parquet" for s in SCENARIO_NAMES],
     output:
         rst=REPORT_SUMMARY["rst"],

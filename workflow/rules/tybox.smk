@@ -1,6 +1,9 @@
 # tybox stage (see docs/ARCHITECTURE.md): self-contained C++ (int8 FE + float classifier that
 # learns on the device + ring buffer sized by the memory model), built and checked with
-# `make check` (sanitizers, bit-exact against LiteRT), memory predicted vs measured.
+# `make check` (sanitizers, bit-exact against LiteRT), memory predicted vs measured; with
+# tybox.target cortex-m4f (the default) also cross-built, linked into the device's regions and run
+# under QEMU: the bit-exact check, a learning stream against the numpy reference and the emulated
+# instruction counts (target.parquet).
 
 
 rule tybox:
@@ -10,6 +13,7 @@ rule tybox:
     output:
         src=directory(f"{RESULTS}/tybox/{{net}}/src"),
         memory=f"{RESULTS}/tybox/{{net}}/memory.parquet",
+        target=f"{RESULTS}/tybox/{{net}}/target.parquet",
     params:
         tybox=config["tybox"],
         device=config["device"],

@@ -13,5 +13,6 @@ sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
 scenarios = {s: (net, path) for (s, net), path in zip(sm.params.scenarios.items(), sm.input.scenarios)}
 page = write_front_page(sm.input.choice, sm.input.compress, sm.input.memory, scenarios, sm.params.device,
-                        sm.params.accounting, sm.output.rst, sm.output.html)
+                        sm.params.accounting, sm.output.rst, sm.output.html,
+                        target_path=sm.input.target)
 log.info("front page -> %s, %s\n%s", sm.output.rst, sm.output.html, page_rst(page))

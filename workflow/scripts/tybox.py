@@ -10,6 +10,8 @@ sm = snakemake  # noqa: F821
 log_header(log, "tybox", {"net": sm.wildcards.net, "tflite": sm.input.tflite,
                           "classifier": sm.input.classifier, "ram_bytes": sm.params.device["ram_bytes"],
                           "accounting": sm.params.tybox["accounting"], "loss": sm.params.tybox["loss"],
-                          "lr": sm.params.tybox["lr"], "cxx": sm.params.tybox["cxx"]})
+                          "lr": sm.params.tybox["lr"], "cxx": sm.params.tybox["cxx"],
+                          "target": sm.params.tybox.get("target", "host")})
 build_tybox(sm.input.tflite, sm.input.classifier, sm.output.src, sm.output.memory,
-            dict(sm.params.tybox), dict(sm.params.device), seed=sm.params.seed, threads=sm.threads, log=log)
+            dict(sm.params.tybox), dict(sm.params.device), seed=sm.params.seed, threads=sm.threads, log=log,
+            target_path=sm.output.target)

@@ -17,6 +17,8 @@ Sources (one table each, nothing recomputed):
   .data + .bss), ``n_samples`` (buffer samples N_B), ``net_bytes`` + ``buffer_used`` (what
   TyBox's budget charges against M = ``device.ram_bytes`` under ``tybox.accounting``); the
   measured figure where the compiled object was measured, else the predicted one;
+* the build target: ``results/tybox/C/target.parquet`` (``tybox.target``; on ``cortex-m4f`` the
+  instructions QEMU executes per inference and per training step, instructions per MAC);
 * the scenarios: ``results/scenarios/<scenario>/summary.parquet`` (final accuracy, mean and
   standard deviation over the repetitions, per variant tybox / tinyol / float).
 """
@@ -68,6 +70,10 @@ class FrontPage:
     buffer_samples: int
     min_buffer_samples: int
     scenarios: list[ScenarioLine] = field(default_factory=list)
+    target: str = "host"
+    instructions_inference: float = math.nan
+    instructions_per_mac: float = math.nan
+    instructions_train_step: float = math.nan
 
 
 def _one(df: pd.DataFrame, col: str, value: str, what: str) -> pd.Series:
@@ -117,9 +123,10 @@ def scenario_line(name: str, net: str, summary: pd.DataFrame) -> ScenarioLine:
 
 def front_page(choice: pd.DataFrame, compress: pd.DataFrame, memory: pd.DataFrame,
                scenarios: Mapping[str, tuple[str, pd.DataFrame]], device: Mapping, accounting: str,
-               net: str = "C") -> FrontPage:
+               net: str = "C", target: pd.DataFrame | None = None) -> FrontPage:
     """The facts of the front page. ``scenarios``: name -> (net of the scenario, its summary
-    table), in the order to show; ``device``: the config's ``device`` section."""
+    table), in the order to show; ``device``: the config's ``device`` section; ``target``: the
+    tybox stage's target table (one row), if any."""
     ch = _one(choice, "net", net, "choice table")
     base = _one(compress, "model", "baseline_float", f"compression summary of {net}")
     pruned = _one(compress, "model", "pruned_float", f"compression summary of {net}")
@@ -141,7 +148,17 @@ def front_page(choice: pd.DataFrame, compress: pd.DataFrame, memory: pd.DataFram
         budget_used=net_bytes + buffer_used, accounting=str(accounting), buffer_samples=n_samples,
         min_buffer_samples=int(device.get("min_buffer_samples", 0)),
         scenarios=[scenario_line(name, snet, df) for name, (snet, df) in scenarios.items()],
+        **_target_facts(target),
     )
+
+
+def _target_facts(target: pd.DataFrame | None) -> dict:
+    if target is None or not len(target):
+        return {}
+    row = target.iloc[0]
+    return {"target": str(row["target"]),
+            **{k: float(row[k]) for k in ("instructions_inference", "instructions_per_mac",
+                                          "instructions_train_step") if k in target.columns}}
 
 
 def _pct(x: float) -> str:
@@ -183,6 +200,12 @@ def page_lines(p: FrontPage) -> tuple[list[Line], list[Line]]:
         [("architecture ", ""), (p.arch, "code")],
         acc, flash, ram, buf,
     ]
+    if p.target != "host" and math.isfinite(p.instructions_inference):
+        net.append([("on the target ", ""), (p.target, "code"), (" (emulated, QEMU ", ""), ("-icount", "code"),
+                    ("; an instruction count, not cycles): ", ""),
+                    (f"{p.instructions_inference / 1e6:.2f} M instructions per inference", "bold"),
+                    (f" ({p.instructions_per_mac:.1f} per MAC), "
+                     f"{p.instructions_train_step / 1e6:.2f} M per training step over the full buffer", "")])
     scen = []
     for s in p.scenarios:
         parts = [(s.name.replace("_", " "), "bold"),
@@ -252,7 +275,7 @@ def page_html(p: FrontPage) -> str:
 
 
 def write_front_page(choice_path, compress_path, memory_path, scenario_paths: Mapping[str, tuple[str, str]],
-                     device: Mapping, accounting: str, out_rst, out_html) -> FrontPage:
+                     device: Mapping, accounting: str, out_rst, out_html, target_path=None) -> FrontPage:
     """The rule ``report_summary``: read the tables, write the page as RST and HTML (atomic).
     ``scenario_paths``: scenario -> (its net, path of its summary table)."""
     from tinyevo.io import atomic_write_text, read_parquet
@@ -262,7 +285,8 @@ def write_front_page(choice_path, compress_path, memory_path, scenario_paths: Ma
                       read_parquet(memory_path, "TyBox memory table"),
                       {s: (net, read_parquet(path, f"scenario {s} summary"))
                        for s, (net, path) in scenario_paths.items()},
-                      device, accounting)
+                      device, accounting,
+                      target=read_parquet(target_path, "TyBox target table") if target_path else None)
     atomic_write_text(out_rst, page_rst(page))
     atomic_write_text(out_html, page_html(page))
     return page

@@ -37,10 +37,17 @@ class Target:
     flash_origin: int
     flash_size: int  # the board's, when device.flash_bytes is not set
     ram_origin: int
+    counter: int  # address of a free-running counter at the system clock (harness cost)
+    sysclk_hz: int  # the board's system clock: the counter's rate in (virtual) time
 
 
 CORTEX_M4F = Target(flags=("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2"),
-                    machine="mps2-an386", flash_origin=0x0, flash_size=4 << 20, ram_origin=0x20000000)
+                    machine="mps2-an386", flash_origin=0x0, flash_size=4 << 20, ram_origin=0x20000000,
+                    counter=0x40028018, sysclk_hz=25_000_000)  # FPGAIO COUNTER of the MPS2 board
+
+#: QEMU's -icount shift: every emulated instruction advances the virtual clock by 2**shift ns, so
+#: the 25 MHz counter ticks 1.6 times per instruction (an exact, deterministic count)
+ICOUNT_SHIFT = 6
 
 
 class TargetError(RuntimeError):
@@ -138,7 +145,8 @@ def build(src_dir, flash_bytes: int | None, ram_bytes: int, target: Target = COR
     flags = [*target.flags, "-ffunction-sections", "-fdata-sections"]
     _run(["arm-none-eabi-gcc", *flags, "-c", out / "startup.c", "-o", out / "startup.o"], out, "target compile")
     for name in (*LIB_OBJECTS, "harness"):
-        _run(["arm-none-eabi-g++", *flags, "-std=c++11", "-fno-exceptions", "-fno-rtti", "-Wall", "-Wextra",
+        extra = [f"-DTINYEVO_COUNTER={target.counter:#x}u"] if name == "harness" else []
+        _run(["arm-none-eabi-g++", *flags, *extra, "-std=c++11", "-fno-exceptions", "-fno-rtti", "-Wall", "-Wextra",
               "-c", src / f"{name}.cc", "-o", out / f"{name}.o"], out, f"target compile of {name}.cc")
     elf = out / "harness.elf"
     p = subprocess.run(["arm-none-eabi-g++", *flags, "--specs=rdimon.specs", "-T", str(out / "link.ld"),
@@ -169,13 +177,48 @@ def sizes(src_dir) -> dict[str, int]:
     return {**tot, "flash": tot["text"] + tot["data"], "ram": tot["data"] + tot["bss"]}
 
 
-def qemu(elf, args, cwd, target: Target = CORTEX_M4F, timeout: float = 300) -> subprocess.CompletedProcess:
+def qemu(elf, args, cwd, target: Target = CORTEX_M4F, timeout: float = 300,
+         icount: int | None = None) -> subprocess.CompletedProcess:
     """Run ``elf`` on the emulated board with ``args`` as its argv (semihosting; files relative to
-    ``cwd``); returns the completed process (its exit status is the program's)."""
+    ``cwd``); returns the completed process (its exit status is the program's). ``icount``: run
+    with QEMU's deterministic instruction counting (``-icount shift=icount``)."""
     sh = ",".join(["enable=on", "target=native", "arg=harness", *(f"arg={a}" for a in args)])
+    ic = ["-icount", f"shift={int(icount)}"] if icount is not None else []
     return subprocess.run(["qemu-system-arm", "-M", target.machine, "-nographic", "-monitor", "none", "-serial",
-                           "none", "-semihosting-config", sh, "-kernel", str(elf)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                           "none", *ic, "-semihosting-config", sh, "-kernel", str(elf)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def instruction_counts(elf, images, workdir, target: Target = CORTEX_M4F) -> dict:
+    """Emulated instruction counts of the target build (``harness cost`` under ``-icount``): per
+    feature extraction (mean over ``images``, int8 (N, H, W, C)), per prediction, per SGD step on
+    one stored sample, and per training step with the buffer full (one pass over its N_B samples:
+    measured with full buffers of 1 and 4 samples, extrapolated along that loop). QEMU's count of executed instructions, not a cycle-accurate
+    measurement (no pipeline, wait states or caches). The harness's calibration loop of 200,000
+    instructions must read exactly the expected ticks, else :class:`TargetError`."""
+    import json
+
+    import numpy as np
+
+    work = Path(workdir)
+    (work / "cost_input.bin").write_bytes(np.ascontiguousarray(images, dtype=np.int8).tobytes())
+    r = qemu(elf, ["cost", "cost_input.bin"], work, target, icount=ICOUNT_SHIFT)
+    if r.returncode != 0:
+        raise TargetError(f"harness cost on the emulated {target.machine} failed ({r.returncode}): "
+                          f"{(r.stderr or r.stdout).strip()[-2000:]}")
+    raw = json.loads(r.stdout.strip().splitlines()[-1])
+    per = (2 ** ICOUNT_SHIFT) * target.sysclk_hz / 1e9  # ticks per instruction
+    cal = raw["calibration_ticks"] / per
+    if abs(cal - raw["calibration_instructions"]) > 16:
+        raise TargetError(f"instruction-count calibration: {raw['calibration_instructions']} instructions read as "
+                          f"{cal:.0f} ({raw['calibration_ticks']} ticks at {per} ticks per instruction)")
+    ext = [t / per for t in raw["extract_ticks"]]
+    t1, tk, k = raw["train_ticks_1"] / per, raw["train_ticks_k"] / per, int(raw["k"])
+    sgd = (tk - t1) / (k - 1) if k > 1 else t1
+    n_b = int(raw["buffer_samples"])
+    return {"extract": float(np.mean(ext)), "extract_spread": float(max(ext) - min(ext)),
+            "predict": raw["predict_ticks"] / per, "sgd_sample": float(sgd),
+            "train_step": float(t1 + (n_b - 1) * sgd), "buffer_samples": n_b, "calibration": cal}
 
 
 def target_memory(src_dir) -> dict:

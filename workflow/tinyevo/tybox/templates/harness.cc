@@ -6,6 +6,7 @@
 //   harness stream --stream-x F --stream-y F --eval-x F --eval-y F --out curve.csv
 //                  [--capacity K] [--lr LR] [--loss mse_softmax|cross_entropy] [--features]
 //                  [--init-weights W.bin] [--weights-out W.bin] [--eval-pred P.bin]
+//   harness cost <images.bin>    (builds with TINYEVO_COUNTER only: the emulated Cortex-M)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +16,9 @@
 #include "tybox.h"
 
 namespace {
+
+// sizes are printed as unsigned long: newlib's printf (the Cortex-M build) has no %zu
+unsigned long ul(size_t v) { return static_cast<unsigned long>(v); }
 
 bool read_file(const char* path, std::vector<char>* out) {
   std::FILE* f = std::fopen(path, "rb");
@@ -44,8 +48,8 @@ bool write_file(const char* path, const void* data, size_t n) {
 bool read_records(const char* path, size_t record, std::vector<char>* out, size_t* count) {
   if (!read_file(path, out)) return false;
   if (out->empty() || out->size() % record != 0) {
-    std::fprintf(stderr, "harness: %s has %zu bytes, not a positive multiple of %zu\n", path,
-                 out->size(), record);
+    std::fprintf(stderr, "harness: %s has %lu bytes, not a positive multiple of %lu\n", path,
+                 ul(out->size()), ul(record));
     return false;
   }
   *count = out->size() / record;
@@ -56,15 +60,15 @@ bool read_labels(const char* path, size_t expected, std::vector<int32_t>* out) {
   std::vector<char> raw;
   if (!read_file(path, &raw)) return false;
   if (raw.size() != expected * sizeof(int32_t)) {
-    std::fprintf(stderr, "harness: %s: expected %zu int32 labels, found %zu bytes\n", path,
-                 expected, raw.size());
+    std::fprintf(stderr, "harness: %s: expected %lu int32 labels, found %lu bytes\n", path,
+                 ul(expected), ul(raw.size()));
     return false;
   }
   out->resize(expected);
   std::memcpy(out->data(), raw.data(), raw.size());
   for (size_t i = 0; i < expected; ++i) {
     if ((*out)[i] < 0 || (*out)[i] >= TYBOX_C) {
-      std::fprintf(stderr, "harness: %s: label %d at %zu outside 0..%d\n", path, (*out)[i], i,
+      std::fprintf(stderr, "harness: %s: label %d at %lu outside 0..%d\n", path, (*out)[i], ul(i),
                    TYBOX_C - 1);
       return false;
     }
@@ -106,15 +110,15 @@ int cmd_check(const char* in, const char* expected) {
   if (!read_records(in, TYBOX_INPUT_SIZE, &images, &n)) return 2;
   if (!read_records(expected, TYBOX_F, &want, &m)) return 2;
   if (n != m) {
-    std::fprintf(stderr, "harness check: %zu images but %zu expected feature rows\n", n, m);
+    std::fprintf(stderr, "harness check: %lu images but %lu expected feature rows\n", ul(n), ul(m));
     return 2;
   }
   std::vector<int8_t> feats;
   extract_all(images, n, &feats);
   size_t bad = 0;
   for (size_t i = 0; i < feats.size(); ++i) bad += feats[i] != static_cast<int8_t>(want[i]);
-  std::printf("check: %zu images, %zu of %zu int8 features differ from the reference\n", n, bad,
-              feats.size());
+  std::printf("check: %lu images, %lu of %lu int8 features differ from the reference\n", ul(n), ul(bad),
+              ul(feats.size()));
   // smoke test of the learning path on the same features (labels i % C)
   if (tybox_init(TYBOX_DEFAULT_LR, TYBOX_BUFFER_SAMPLES < 4 ? TYBOX_BUFFER_SAMPLES : 4) != 0) return 1;
   for (size_t i = 0; i < n; ++i)
@@ -123,7 +127,7 @@ int cmd_check(const char* in, const char* expected) {
   const int pred = tybox_predict(feats.data(), probs);
   float sum = 0.0f;
   for (int c = 0; c < TYBOX_C; ++c) sum += probs[c];
-  std::printf("check: trained on %zu samples, buffer %d, prediction %d, sum(probs) = %.6f\n", n,
+  std::printf("check: trained on %lu samples, buffer %d, prediction %d, sum(probs) = %.6f\n", ul(n),
               tybox_buffer_count(), pred, static_cast<double>(sum));
   if (sum < 0.999f || sum > 1.001f) return 1;
   return bad == 0 ? 0 : 1;
@@ -210,7 +214,7 @@ int cmd_stream(int argc, char** argv) {
       preds[step * ne + j] = static_cast<int8_t>(p);
       correct += p == elab[j];
     }
-    std::fprintf(csv, "%zu,%d,%d,%.6f\n", step, label, stream_pred,
+    std::fprintf(csv, "%lu,%d,%d,%.6f\n", ul(step), label, stream_pred,
                  static_cast<double>(correct) / static_cast<double>(ne));
   }
   if (std::fclose(csv) != 0) return 2;
@@ -224,6 +228,61 @@ int cmd_stream(int argc, char** argv) {
   return 0;
 }
 
+
+#ifdef TINYEVO_COUNTER
+// A free-running 32-bit counter of the board (the MPS2 FPGAIO COUNTER, at the board's system
+// clock). Under QEMU with -icount the clock is virtual and advances a fixed time per executed
+// instruction, so a difference of two reads is a deterministic instruction count (times a
+// constant the driver knows; the calibration loop below measures it).
+#define TINYEVO_TICKS() (*reinterpret_cast<volatile uint32_t*>(TINYEVO_COUNTER))
+
+__attribute__((noinline)) void calibration_loop(uint32_t n) {
+  __asm volatile("1: subs %0, %0, #1\n bne 1b\n" : "+r"(n) : : "cc");  // 2 instructions a turn
+}
+
+// Counter ticks of: a calibration loop of 2 * 100000 instructions, tybox_extract of each image,
+// tybox_predict, and tybox_push_and_train with a full buffer of 1 and of k samples (a training
+// step: one SGD pass over every stored sample). Prints one JSON object.
+int cmd_cost(const char* in) {
+  std::vector<char> images;
+  size_t n = 0;
+  if (!read_records(in, TYBOX_INPUT_SIZE, &images, &n)) return 2;
+  uint32_t t0 = TINYEVO_TICKS();
+  calibration_loop(100000u);
+  const uint32_t cal = TINYEVO_TICKS() - t0;
+  std::vector<int8_t> feats(n * TYBOX_F);
+  std::printf("{\"calibration_instructions\": 200000, \"calibration_ticks\": %lu, \"extract_ticks\": [",
+              static_cast<unsigned long>(cal));
+  for (size_t i = 0; i < n; ++i) {
+    t0 = TINYEVO_TICKS();
+    tybox_extract(reinterpret_cast<const int8_t*>(images.data()) + i * TYBOX_INPUT_SIZE,
+                  feats.data() + i * TYBOX_F);
+    const uint32_t dt = TINYEVO_TICKS() - t0;
+    std::printf("%s%lu", i ? ", " : "", static_cast<unsigned long>(dt));
+  }
+  float probs[TYBOX_C];
+  t0 = TINYEVO_TICKS();
+  tybox_predict(feats.data(), probs);
+  const uint32_t pred = TINYEVO_TICKS() - t0;
+  // one training step with a full buffer of 1 and of k samples: the step is one loop over the
+  // stored samples, so the driver extrapolates to the full buffer of TYBOX_BUFFER_SAMPLES
+  uint32_t train[2] = {0, 0};
+  const int k = TYBOX_BUFFER_SAMPLES < 4 ? TYBOX_BUFFER_SAMPLES : 4;
+  const int caps[2] = {1, k};
+  for (int c = 0; c < 2; ++c) {
+    if (tybox_init(TYBOX_DEFAULT_LR, caps[c]) != 0) return 1;
+    for (int j = 0; j < caps[c]; ++j) {
+      t0 = TINYEVO_TICKS();
+      tybox_push_and_train(feats.data() + (static_cast<size_t>(j) % n) * TYBOX_F, j % TYBOX_C);
+      train[c] = TINYEVO_TICKS() - t0;  // the last one: the buffer full
+    }
+  }
+  std::printf("], \"predict_ticks\": %lu, \"train_ticks_1\": %lu, \"train_ticks_k\": %lu, \"k\": %d, "
+              "\"buffer_samples\": %d}\n", static_cast<unsigned long>(pred), static_cast<unsigned long>(train[0]),
+              static_cast<unsigned long>(train[1]), k, TYBOX_BUFFER_SAMPLES);
+  return 0;
+}
+#endif
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -232,6 +291,9 @@ int main(int argc, char** argv) {
   if (mode == "extract" && argc == 4) return cmd_extract(argv[2], argv[3]);
   if (mode == "check" && argc == 4) return cmd_check(argv[2], argv[3]);
   if (mode == "stream") return cmd_stream(argc, argv);
+#ifdef TINYEVO_COUNTER
+  if (mode == "cost" && argc == 3) return cmd_cost(argv[2]);
+#endif
   std::fprintf(stderr,
                "usage: harness info | extract <images.bin> <features.bin> | check <images.bin> "
                "<expected.bin> | stream --stream-x F --stream-y F --eval-x F --eval-y F --out CSV "
