@@ -167,7 +167,7 @@ def candidates(b: Bench, min_width=None) -> pd.DataFrame:
     try:
         from tinyevo.space.constraints import Constraints
 
-        cobj = Constraints.from_config(cons, b.cfg["device"], b.cfg["tybox"]["accounting"])
+        cobj = Constraints.from_config(cons, b.cfg["device"], b.cfg["tybox"]["accounting"], b.cfg["tybox"].get("target"))
     except (ImportError, TypeError):
         cobj = cons
     memo[min_width] = candidates_table(b.space, cobj)

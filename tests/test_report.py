@@ -225,6 +225,11 @@ def test_front_page_target_line():
     assert ("* on the target ``cortex-m4f`` (emulated, QEMU ``-icount``; an instruction count, not cycles): "
             "**12.35 M instructions per inference** (19.2 per MAC), 4.56 M per training step over the full buffer") \
         in lines
+    target["instructions_estimated"] = 12_000_000.0
+    lines = page_rst(front_page(*tables(), DEVICE, "total", target=target)).splitlines()
+    assert ("* on the target ``cortex-m4f`` (emulated, QEMU ``-icount``; an instruction count, not cycles): "
+            "**12.35 M instructions per inference** (19.2 per MAC; the search's per-layer estimate 12.00 M, -2.8 %), "
+            "4.56 M per training step over the full buffer") in lines
     host = pd.DataFrame([{"target": "host", "instructions_inference": float("nan"),
                           "instructions_per_mac": float("nan"), "instructions_train_step": float("nan")}])
     assert not any("on the target" in x for x in page_rst(front_page(*tables(), DEVICE, "total", target=host)).splitlines())

@@ -55,6 +55,9 @@ def test_tybox_rule_builds_checks_and_measures(tmp_path, make_config, snakemake_
         assert row["instructions_inference"] > row["fe_macs"] > 0
         assert row["instructions_per_mac"] == pytest.approx(row["instructions_inference"] / row["fe_macs"])
         assert row["instructions_train_step"] > row["instructions_sgd_sample"] > 0
+        # the search's per-layer estimate, fitted on nets of the space, on this (different) test net
+        assert row["estimate_rel_error"] == pytest.approx(row["instructions_estimated"] / row["instructions_inference"] - 1)
+        assert abs(row["estimate_rel_error"]) < 0.15
         assert (src / "target" / "harness.elf").is_file()
         assert mem.loc["ram_bytes", "target_measured"] <= 40000
         assert abs(mem.loc["ram_bytes", "target_rel_error"]) <= 0.02

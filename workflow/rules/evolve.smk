@@ -30,6 +30,7 @@ rule evolve:
         constraints=config["constraints"],
         target={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},
         accounting=config["tybox"]["accounting"],
+        instruction_target=config["tybox"]["target"] if config["constraints"].get("max_instructions") else None,
         ranking=config["ranking"],
         search_space=config["search_space"],
         proxies={**{k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
@@ -69,6 +70,7 @@ rule evolve_plots:
         constraints=config["constraints"],
         target={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},
         accounting=config["tybox"]["accounting"],
+        instruction_target=config["tybox"]["target"] if config["constraints"].get("max_instructions") else None,
         style=config["report"]["style"],
         dpi=config["report"]["dpi"],
     log:

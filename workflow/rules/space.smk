@@ -11,6 +11,7 @@ rule enumerate_space:
         constraints=config["constraints"],
         device={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},
         accounting=config["tybox"]["accounting"],
+        instruction_target=config["tybox"]["target"] if config["constraints"].get("max_instructions") else None,
     log:
         log_of("space", "enumerate"),
     benchmark:

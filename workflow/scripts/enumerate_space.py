@@ -16,7 +16,8 @@ log_header(log, "space", {"population": ss["population"]["mode"],
                           "classes": ss["num_classes"], "constraints": sm.params.constraints,
                           "device": sm.params.device, "accounting": sm.params.accounting})
 try:
-    enumerate_stage(ss, sm.params.constraints, sm.output[0], device=sm.params.device, accounting=sm.params.accounting)
+    enumerate_stage(ss, sm.params.constraints, sm.output[0], device=sm.params.device, accounting=sm.params.accounting,
+                    instruction_target=sm.params.instruction_target)
 except ValueError as exc:
     log.error("%s", exc)
     sys.exit(1)

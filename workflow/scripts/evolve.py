@@ -25,5 +25,6 @@ run_stage(initial_path=sm.input.initial, norm_path=sm.input.norm, data_dir=os.pa
           history_out=sm.output.history, population_out=sm.output.population, selected_out=sm.output.selected,
           search_space=sm.params.search_space, constraints=sm.params.constraints, evolution=evo,
           proxies=sm.params.proxies, device=sm.params.device, threads=sm.threads, target=sm.params.target,
-          accounting=sm.params.accounting, ranking=sm.params.ranking, logger=log,
+          accounting=sm.params.accounting, instruction_target=sm.params.instruction_target,
+          ranking=sm.params.ranking, logger=log,
           pareto_out=sm.output.pareto, hypervolume_out=sm.output.hypervolume)

@@ -13,7 +13,8 @@ from tinyevo.space.constraints import Constraints  # noqa: E402
 sm = snakemake  # noqa: F821
 log = setup_logging(sm.log[0])
 log_header(log, "evolution plots", {"history": sm.input.history, "style": sm.params.style, "dpi": sm.params.dpi})
-constraints = Constraints.from_config(sm.params.constraints, sm.params.target, sm.params.accounting)
+constraints = Constraints.from_config(sm.params.constraints, sm.params.target, sm.params.accounting,
+                                      sm.params.instruction_target)
 make_plots(read_parquet(sm.input.history, "evolution history"), constraints, sm.output.best,
            sm.output.scatter, sm.output.feasible, style=sm.params.style, dpi=sm.params.dpi)
 plot_pareto(read_parquet(sm.input.history, "evolution history"), read_parquet(sm.input.pareto, "Pareto table"),

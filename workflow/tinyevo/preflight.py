@@ -127,7 +127,7 @@ def device_problems(cfg: Mapping[str, Any], space) -> list[Problem]:
                            f"{space.resolution}x{space.in_channels} int8 input, a one-feature float classifier "
                            f"for {space.num_classes} classes and {mb} buffer samples alone need {floor:,} B"))
     try:
-        cons = Constraints.from_config(cfg["constraints"], dev, acc)
+        cons = Constraints.from_config(cfg["constraints"], dev, acc, cfg["tybox"].get("target"))
         cons.check_space(space)
         spec = space.netspec(smallest_genes(space))
         row = cons.measure(spec)

@@ -74,6 +74,7 @@ class FrontPage:
     instructions_inference: float = math.nan
     instructions_per_mac: float = math.nan
     instructions_train_step: float = math.nan
+    instructions_estimated: float = math.nan  # the search's per-layer estimate of instructions_inference
 
 
 def _one(df: pd.DataFrame, col: str, value: str, what: str) -> pd.Series:
@@ -158,7 +159,8 @@ def _target_facts(target: pd.DataFrame | None) -> dict:
     row = target.iloc[0]
     return {"target": str(row["target"]),
             **{k: float(row[k]) for k in ("instructions_inference", "instructions_per_mac",
-                                          "instructions_train_step") if k in target.columns}}
+                                          "instructions_train_step", "instructions_estimated")
+               if k in target.columns}}
 
 
 def _pct(x: float) -> str:
@@ -204,8 +206,11 @@ def page_lines(p: FrontPage) -> tuple[list[Line], list[Line]]:
         net.append([("on the target ", ""), (p.target, "code"), (" (emulated, QEMU ", ""), ("-icount", "code"),
                     ("; an instruction count, not cycles): ", ""),
                     (f"{p.instructions_inference / 1e6:.2f} M instructions per inference", "bold"),
-                    (f" ({p.instructions_per_mac:.1f} per MAC), "
-                     f"{p.instructions_train_step / 1e6:.2f} M per training step over the full buffer", "")])
+                    (f" ({p.instructions_per_mac:.1f} per MAC"
+                     + (f"; the search's per-layer estimate {p.instructions_estimated / 1e6:.2f} M, "
+                        f"{100 * (p.instructions_estimated / p.instructions_inference - 1):+.1f} %"
+                        if math.isfinite(p.instructions_estimated) else "")
+                     + f"), {p.instructions_train_step / 1e6:.2f} M per training step over the full buffer", "")])
     scen = []
     for s in p.scenarios:
         parts = [(s.name.replace("_", " "), "bold"),

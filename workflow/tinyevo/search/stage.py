@@ -109,11 +109,12 @@ class ProxyEvaluator:
 def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, history_out, population_out,
               selected_out, search_space: Mapping, constraints: Mapping, evolution: Mapping, proxies: Mapping,
               device: str = "auto", threads: int = 1, target: Mapping | None = None, accounting: str = "total",
-              ranking: Mapping | None = None, logger: logging.Logger | None = None, pareto_out=None,
+              instruction_target: str | None = None, ranking: Mapping | None = None, logger: logging.Logger | None = None, pareto_out=None,
               hypervolume_out=None) -> dict:
     """Run the stage; returns a small summary (timings, counts) for the log / benchmarks.
     ``target``: the ``device:`` config section (``constraints.fit_device`` checks against it),
-    ``accounting``: ``tybox.accounting``, ``ranking``: the ``ranking:`` section (checked against
+    ``accounting``: ``tybox.accounting``, ``instruction_target``: ``tybox.target`` (the instruction
+    model of ``constraints.max_instructions``), ``ranking``: the ``ranking:`` section (checked against
     the method the normalisation table was made for)."""
     from tinyevo.proxies.ranking import norm_method, norm_proxies
     from tinyevo.space.constraints import Constraints
@@ -127,7 +128,7 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
         raise ValueError(f"config key 'evolution.algorithm' is {algorithm!r}; use one of {list(ALGORITHMS)}")
     objectives = check_objectives(evolution.get("objectives", ["flash", "peak_sram"]))
     nsga = NSGA2Params.from_config(evolution.get("nsga2")) if algorithm == "nsga2" else None
-    cons = Constraints.from_config(constraints, target, accounting)
+    cons = Constraints.from_config(constraints, target, accounting, instruction_target)
     space = SearchSpace.from_config(search_space)
     cons.check_space(space)
     names = list(proxies["names"])

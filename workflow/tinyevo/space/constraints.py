@@ -4,7 +4,10 @@ Two kinds of checks, each a boolean column:
 
 * **device limits** (what the target can hold):
   ``ok_<limit>`` for every cost-model limit that is set (``max_params``, ``max_macs``,
-  ``max_peak_sram``, ``max_flash``; ``null`` = not checked): cost <= limit; and ``ok_device``
+  ``max_peak_sram``, ``max_flash``, ``max_instructions``; ``null`` = not checked): cost <= limit
+  (``instructions``: the emulated instruction count of one feature extraction on ``tybox.target``,
+  estimated by the per-layer model fitted on measured nets, :mod:`tinyevo.space.instructions`,
+  computed only when the limit is set); and ``ok_device``
   when ``constraints.fit_device`` is true: the unpruned net fits ``device.ram_bytes`` under the
   TyBox memory model (Pavan, Ostrovan, Caltabiano, Roveri, "TyBox: an automatic design and
   code-generation toolbox for TinyML incremental on-device learning", 2023) with a buffer of
@@ -40,8 +43,11 @@ from tinyevo.space.memory import ACCOUNTINGS, spec_device_bytes
 from tinyevo.space.spec import NetSpec, SearchSpace, round_width
 
 # config key -> cost-model column (check: column <= limit)
-LIMITS = {"max_params": "params", "max_macs": "macs", "max_peak_sram": "peak_sram", "max_flash": "flash"}
+LIMITS = {"max_params": "params", "max_macs": "macs", "max_peak_sram": "peak_sram", "max_flash": "flash",
+          "max_instructions": "instructions"}
 DEVICE_COLUMN = "device_bytes"
+INSTRUCTIONS_COLUMN = "instructions"
+DEFAULT_TARGET = "cortex-m4f"  # the instruction model a plain constraints: mapping is estimated with
 
 
 def min_stage_width(spec: NetSpec) -> int:
@@ -90,13 +96,18 @@ class Constraints:
 
     def __init__(self, limits: Mapping[str, int] | None = None, guards: Mapping[str, int] | None = None,
                  fit_device: bool = False, ram_bytes: int | None = None, min_buffer_samples: int = 1,
-                 accounting: str = "total"):
+                 accounting: str = "total", instruction_model=None):
         self.limits = {k: int(v) for k, v in (limits or {}).items()}
         self.guards = {k: int(v) for k, v in (guards or {}).items()}
         self.fit_device = bool(fit_device)
         self.ram_bytes = None if ram_bytes is None else int(ram_bytes)
         self.min_buffer_samples = int(min_buffer_samples)
         self.accounting = str(accounting)
+        if "max_instructions" in self.limits and instruction_model is None:
+            from tinyevo.space.instructions import model_for
+
+            instruction_model = model_for(DEFAULT_TARGET)
+        self.instruction_model = instruction_model if "max_instructions" in self.limits else None
         unknown = sorted(set(self.limits) - set(LIMITS)) + sorted(set(self.guards) - set(GUARDS))
         if unknown:
             raise ValueError(f"unknown constraint(s) {unknown}; known: {list(KEYS)}")
@@ -106,9 +117,11 @@ class Constraints:
 
     @classmethod
     def from_config(cls, constraints: Mapping[str, Any] | None, device: Mapping[str, Any] | None = None,
-                    accounting: str | None = "total") -> "Constraints":
+                    accounting: str | None = "total", target: str | None = None) -> "Constraints":
         """From the ``constraints:`` section, the ``device:`` section (needed when
-        ``constraints.fit_device`` is true) and ``tybox.accounting``."""
+        ``constraints.fit_device`` is true), ``tybox.accounting`` and ``tybox.target`` (whose
+        instruction model ``constraints.max_instructions`` is estimated with; default
+        :data:`DEFAULT_TARGET`)."""
         constraints = dict(constraints or {})
         unknown = sorted(set(constraints) - set(KEYS))
         if unknown:
@@ -132,6 +145,10 @@ class Constraints:
             if acc not in ACCOUNTINGS:
                 raise ValueError(f"config key 'tybox.accounting' must be one of {list(ACCOUNTINGS)}, got {acc!r}")
             kw["accounting"] = acc
+        if "max_instructions" in limits:
+            from tinyevo.space.instructions import model_for
+
+            kw["instruction_model"] = model_for(DEFAULT_TARGET if target is None else str(target))
         return cls(limits, guards, fit, **kw)
 
     # ----- what is checked -------------------------------------------------------------------
@@ -151,16 +168,22 @@ class Constraints:
     @property
     def measure_columns(self) -> list[str]:
         """The integer columns :meth:`measure` gives."""
-        return [*MEASURES, *([DEVICE_COLUMN] if self.fit_device else [])]
+        return [*MEASURES, *([DEVICE_COLUMN] if self.fit_device else []),
+                *([INSTRUCTIONS_COLUMN] if self.instruction_model is not None else [])]
 
     def identity(self) -> dict[str, Any]:
         """Everything the flags depend on (for checkpoint keys)."""
         return {"limits": dict(self.limits), "guards": dict(self.guards), "fit_device": self.fit_device,
                 "ram_bytes": self.ram_bytes, "min_buffer_samples": self.min_buffer_samples,
-                "accounting": self.accounting}
+                "accounting": self.accounting,
+                **({"instruction_model": {"target": self.instruction_model.target,
+                                          "coef": dict(self.instruction_model.coef)}}
+                   if self.instruction_model is not None else {})}
 
     def describe(self) -> str:
-        parts = [f"constraints.{k} = {v:,}" for k, v in self.limits.items()]
+        parts = [f"constraints.{k} = {v:,}" + (f" (estimated for {self.instruction_model.target})"
+                                                if k == "max_instructions" else "")
+                 for k, v in self.limits.items()]
         if self.fit_device:
             parts.append(f"constraints.fit_device (device.ram_bytes = {self.ram_bytes:,} B with device."
                          f"min_buffer_samples = {self.min_buffer_samples}, tybox.accounting = {self.accounting})")
@@ -178,9 +201,12 @@ class Constraints:
 
     # ----- per net ---------------------------------------------------------------------------
     def measure(self, spec: NetSpec) -> dict[str, int]:
-        """The cost model (params, macs, peak_sram, flash, feature_size), every guard's measure
-        and, when the device is checked, ``device_bytes``."""
+        """The cost model (params, macs, peak_sram, flash, feature_size), every guard's measure,
+        ``device_bytes`` when the device is checked and ``instructions`` when
+        ``max_instructions`` is."""
         row = cost_of(spec).as_dict()
+        if self.instruction_model is not None:
+            row[INSTRUCTIONS_COLUMN] = self.instruction_model.predict_spec(spec)
         for g in GUARDS.values():
             row[g.column] = int(g.measure(spec))
         if self.fit_device:
@@ -249,8 +275,9 @@ def as_constraints(constraints: Constraints | Mapping[str, Any] | None) -> Const
 
 def constraints_from_config(cfg: Mapping[str, Any]) -> Constraints:
     """From a whole resolved config: ``constraints:``, ``device:`` and ``tybox.accounting``."""
-    accounting = cfg.get("tybox", {}).get("accounting", "total")
-    return Constraints.from_config(cfg["constraints"], cfg.get("device"), accounting)
+    tybox = cfg.get("tybox", {})
+    return Constraints.from_config(cfg["constraints"], cfg.get("device"), tybox.get("accounting", "total"),
+                                   tybox.get("target"))
 
 
 # ----- module-level API (plain mappings or Constraints) ------------------------------------------

@@ -46,12 +46,14 @@ def candidates_table(space: SearchSpace, constraints: Constraints | Mapping[str,
 
 
 def enumerate_stage(search_space_cfg: Mapping[str, Any], constraints: Mapping[str, Any], out_path: str,
-                    device: Mapping[str, Any] | None = None, accounting: str = "total") -> pd.DataFrame:
+                    device: Mapping[str, Any] | None = None, accounting: str = "total",
+                    instruction_target: str | None = None) -> pd.DataFrame:
     """Enumerate, measure and flag the initial population -> ``out_path``. ``device`` (the
-    ``device:`` section) and ``accounting`` (``tybox.accounting``) serve ``constraints.fit_device``."""
+    ``device:`` section) and ``accounting`` (``tybox.accounting``) serve ``constraints.fit_device``,
+    ``instruction_target`` (``tybox.target``) ``constraints.max_instructions``."""
     from tinyevo.io import write_parquet
 
-    cons = Constraints.from_config(constraints, device, accounting)  # bad values fail before any work
+    cons = Constraints.from_config(constraints, device, accounting, instruction_target)  # bad values fail first
     space = SearchSpace.from_config(search_space_cfg)
     t0 = time.perf_counter()
     df = candidates_table(space, cons)

@@ -247,6 +247,13 @@ for _a in (_CONST, _SCALE, _ZERO_POINT):
     _a.flags.writeable = False
 
 
+def _same_is_symmetric(l) -> bool:
+    """TFLite's SAME padding of layer ``l`` (total ``max((out - 1) * stride + k - in, 0)``, the
+    odd pixel at the end) equals its symmetric ``pad`` on both sides."""
+    total = max((l.out_hw - 1) * l.stride + l.kernel - l.in_hw, 0)
+    return total == 2 * l.pad
+
+
 def spec_graph(spec: NetSpec) -> Graph:
     """The int8 TFLite graph (shapes, dtypes, op order) of the feature extractor of ``spec``, from
     its walk (:meth:`NetSpec.layers`); the classifier stays outside (float, on the device)."""
@@ -264,8 +271,10 @@ def spec_graph(spec: NetSpec) -> Graph:
         return out
 
     def conv(x: int, l) -> int:
-        # a strided conv pads explicitly (a PAD op), as the Keras export and the converter do
-        if l.stride > 1 and l.pad > 0:
+        # a strided conv pads explicitly (a PAD op), as the Keras export does; the converter folds
+        # the PAD into the conv where TFLite's SAME padding is the same symmetric padding (odd
+        # input sizes for stride 2), so only the other PADs stay
+        if l.stride > 1 and l.pad > 0 and not _same_is_symmetric(l):
             x = op("PAD", [x], (1, l.in_hw + 2 * l.pad, l.in_hw + 2 * l.pad, l.cin))
         if l.kind == "dwconv":
             w = tensor((1, l.kernel, l.kernel, l.cout), const=True)

@@ -90,8 +90,13 @@ def build_tybox(tflite_path, classifier_path, out_dir, memory_path, tybox: dict,
             table["predicted"].where(table["predicted"] != 0)
     write_parquet(table, memory_path)
     if target_path is not None:
+        from ..space.instructions import load_models
+
+        g = load_graph(tflite_path)
+        model = load_models().get(tybox.get("target", "host"))
+        estimate = model.predict_graph(g) if model is not None else None
         write_parquet(target_table(tybox.get("target", "host"), measured, target_measured, counts, stream_check,
-                                   graph_macs(load_graph(tflite_path)), terms), target_path)
+                                   graph_macs(g), terms, estimate), target_path)
     if log:
         log.info("memory (bytes):\n%s", table.to_string(index=False))
     return terms, measured
@@ -131,10 +136,12 @@ def verify_learning(src_dir, runner, lr: float, loss: str, seed: int = 0, sample
 
 
 def target_table(target: str, host: dict, measured: dict | None, counts: dict | None, stream_check: dict | None,
-                 macs: dict, terms: dict):
+                 macs: dict, terms: dict, estimate: float | None = None):
     """One row: the build target, the library's flash and static RAM (the target's own build when
     there is one, else the host's), the memory model's RAM, the emulated instruction counts (NaN
-    on the host) and instructions per MAC of the feature extractor."""
+    on the host), instructions per MAC of the feature extractor, and the search's per-layer
+    estimate of the instructions per inference (:mod:`tinyevo.space.instructions`, NaN without a
+    fitted model of the target) with its relative error against the count."""
     import pandas as pd
 
     nan = float("nan")
@@ -150,5 +157,7 @@ def target_table(target: str, host: dict, measured: dict | None, counts: dict | 
            "instructions_train_step": float(c.get("train_step", nan)),
            "buffer_samples": int(terms["n_samples"]),
            "stream_check_samples": int(stream_check["samples"]) if stream_check else 0,
-           "stream_max_weight_diff": float(stream_check["max_weight_diff"]) if stream_check else nan}
+           "stream_max_weight_diff": float(stream_check["max_weight_diff"]) if stream_check else nan,
+           "instructions_estimated": float(estimate) if estimate is not None else nan}
+    row["estimate_rel_error"] = row["instructions_estimated"] / ext - 1.0 if ext == ext and ext > 0 else nan
     return pd.DataFrame([row])
