@@ -120,6 +120,23 @@ def within_ceiling(costs: Mapping[str, int], ceiling: Mapping[str, int]) -> bool
     return all(int(costs[k.removeprefix("max_")]) <= v for k, v in ceiling.items())
 
 
+def score_within_ceiling(archs, evaluate, measures, ceiling: Mapping[str, int], cols) -> tuple[dict, int, float]:
+    """Score the distinct ``archs`` that lie within the search's ceiling (one ``evaluate`` batch);
+    the others get NaN proxies and an ``avg`` / ``score`` of -inf (never parents). Returns
+    (arch -> scores, how many lay beyond, seconds spent scoring)."""
+    archs = list(dict.fromkeys(archs))
+    inside = [a for a in archs if within_ceiling(measures(a), ceiling)]
+    t0 = time.perf_counter()
+    scored = _check_scores(evaluate(inside), inside, cols) if inside else {}
+    dt = time.perf_counter() - t0
+    beyond = 0
+    for a in archs:
+        if a not in scored:
+            scored[a] = {c: (-np.inf if c in ("avg", "score") else np.nan) for c in cols}
+            beyond += 1
+    return scored, beyond, dt
+
+
 @dataclass
 class EvolutionResult:
     history: pd.DataFrame
@@ -308,15 +325,10 @@ def evolve(initial: pd.DataFrame, evaluate: Evaluate, space: SearchSpace, proxie
             parent = rows[first + win]
             genes, mut = mutate(space, space.decode(parent["arch"]), rng, cons)
             children.append((slot, parent, space.encode(genes), mut))
-        archs = list(dict.fromkeys(c[2] for c in children))
-        inside = [a for a in archs if within_ceiling(measures(a), ceiling)]
-        t0 = time.perf_counter()
-        scored = _check_scores(evaluate(inside), inside, cols) if inside else {}
-        t_score += time.perf_counter() - t0
-        for a in archs:
-            if a not in scored:  # beyond the ceiling: not scored, never a parent
-                scored[a] = {c: (-np.inf if c in ("avg", "score") else np.nan) for c in cols}
-                beyond += 1
+        # beyond the ceiling: not scored, never a parent
+        scored, n_beyond, dt = score_within_ceiling((c[2] for c in children), evaluate, measures, ceiling, cols)
+        t_score += dt
+        beyond += n_beyond
         for slot, parent, arch, mut in children:
             r = _row(id_=len(rows), cycle=cycle, slot=slot, parent_id=parent["id"], parent=parent["arch"],
                      arch=arch, mut=mut, scores=scored[arch], costs=measures(arch), cons=cons, p=p,

@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 
 from tinyevo.search import checkpoint as ckpt
-from tinyevo.search.aging import (EvolutionParams, EvolutionResult, _check_scores, _Measures, _row, ceiling_bounds,
-                                  check_ceiling, proxy_columns, prepare_initial, rows_to_frame, within_ceiling)
+from tinyevo.search.aging import (EvolutionParams, EvolutionResult, _Measures, _row, ceiling_bounds, check_ceiling,
+                                  prepare_initial, proxy_columns, rows_to_frame, run_key, score_within_ceiling)
 from tinyevo.search.mutation import mutate
 from tinyevo.space import GENES, Genes, SearchSpace
 from tinyevo.space.constraints import LIMITS, Constraints, as_constraints
@@ -153,8 +153,6 @@ def evolve_nsga2(initial: pd.DataFrame, evaluate, space: SearchSpace, proxies: S
     B = nsga.n_offspring
     n_gen = int(math.ceil(int(p.cycles) / B)) if p.cycles else 0
     extra = {"algorithm": "nsga2", "nsga2": asdict(nsga), "objectives": objectives, **dict(key_extra or {})}
-    from tinyevo.search.aging import run_key
-
     key = run_key(p, cons, proxies, space, initial, extra, method)
     state = ckpt.load(checkpoint_dir, key)
     stored: list[dict] = list(state["rows"]) if state is not None else []
@@ -211,7 +209,6 @@ def evolve_nsga2(initial: pd.DataFrame, evaluate, space: SearchSpace, proxies: S
     pop = algo.ask()  # generation 0: the initial pool, scored already
     algo.evaluator.eval(problem, pop)
     algo.tell(infills=pop)
-    fronts = []
     for gen in range(1, n_gen + 1):
         pop = algo.ask()
         if pop is None or len(pop) == 0:
@@ -226,15 +223,9 @@ def evolve_nsga2(initial: pd.DataFrame, evaluate, space: SearchSpace, proxies: S
                                    f"delete it to start afresh")
             new_rows = old
         else:
-            todo = list(dict.fromkeys(archs))
-            inside = [a for a in todo if within_ceiling(measures(a), ceiling)]
-            t0 = time.perf_counter()
-            scored = _check_scores(evaluate(inside), inside, cols) if inside else {}
-            t_score += time.perf_counter() - t0
-            for a in todo:
-                if a not in scored:
-                    scored[a] = {c: (-np.inf if c in ("avg", "score") else np.nan) for c in cols}
-                    beyond += 1
+            scored, n_beyond, dt = score_within_ceiling(archs, evaluate, measures, ceiling, cols)
+            t_score += dt
+            beyond += n_beyond
             new_rows = []
             for slot, a in enumerate(archs):
                 pre, mut = info["mutation"].get(a, (a, None))

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from tinyevo.io import read_parquet, write_parquet
-from tinyevo.search.aging import EvolutionParams, evolve, prepare_initial
+from tinyevo.search.aging import EvolutionParams, ceiling_bounds, evolve, prepare_initial
 from tinyevo.search.checkpoint import table_hash
 from tinyevo.search.select import select_winners
 from tinyevo.space import SearchSpace
@@ -126,7 +126,7 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
     algorithm = evolution.get("algorithm", "aging")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"config key 'evolution.algorithm' is {algorithm!r}; use one of {list(ALGORITHMS)}")
-    objectives = check_objectives(evolution.get("objectives", ["flash", "peak_sram"]))
+    objectives = check_objectives(evolution["objectives"])  # the schema's default: [flash, peak_sram]
     nsga = NSGA2Params.from_config(evolution.get("nsga2")) if algorithm == "nsga2" else None
     cons = Constraints.from_config(constraints, target, accounting, instruction_target)
     space = SearchSpace.from_config(search_space)
@@ -201,8 +201,6 @@ def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, h
                 t["cycles"], t["total_s"], t["total_s"] / t["cycles"], 100 * t["scoring_s"] / max(t["total_s"], 1e-9),
                 ev.scorer_cache_hits, ev.scored)
     if p.ceiling is not None:
-        from tinyevo.search.aging import ceiling_bounds
-
         bounds = ", ".join(f"{k} {v:,}" for k, v in ceiling_bounds(p.ceiling, cons).items()) or "no limits to scale"
         lg.info("evolution.ceiling %g x the constraints (%s): %d children beyond it, not scored", p.ceiling, bounds,
                 t["beyond_ceiling"])
