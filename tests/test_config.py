@@ -222,3 +222,11 @@ def test_nested_override_through_snakemake():
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", "train={lr: 0.01, epochs: 3}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_schema_parsed_with_libyaml_equals_ruamel():
+    """The schema is read with PyYAML's C parser for speed; it must give exactly the YAML 1.2
+    mapping ruamel gives (a YAML 1.1-only reading, e.g. of `on` or `no`, would differ)."""
+    from tinyevo import config as C
+
+    assert C._schema() == C._schema_ruamel()

@@ -71,7 +71,7 @@ def test_grid_index_order():
 def test_analytic_macs_equal_fvcore_on_random_nets():
     rng = random.Random(0)
     sp = dataclasses.replace(SPACE, resolution=40, in_channels=3, num_classes=7)
-    for _ in range(50):
+    for _ in range(25):
         genes = Genes(*(tuple(rng.choice(sp.allowed(gn)) for _ in range(sp.n_stages)) for gn in GENES))
         spec = sp.netspec(genes)
         model = build_torch(spec)
