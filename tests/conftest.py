@@ -52,7 +52,8 @@ TINY = {
     "evolution": {"cycles": 6, "sample_size": 3, "checkpoint_every": 2},
     "train": {"epochs": 2, "batch_size": 32, "threads": 1},
     "final_round": {"k": 2, "epochs": [1, 1]},
-    "validation": {"nets": 4, "epochs": 1, "seed_nets": 2},
+    # no top-k picks (their regret is covered by tests/test_validation.py): 6 trainings, not 15
+    "validation": {"nets": 4, "epochs": 1, "seed_nets": 2, "top_k": 0},
     "compress": {"max_steps": 2, "finetune_epochs": 0, "representative_samples": 16, "threads": 1},
     "device": {"ram_bytes": 131072, "min_buffer_samples": 4},
     # transfer (and its C-src branch) is left out to save test time: its code path is covered by
