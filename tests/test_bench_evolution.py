@@ -24,14 +24,14 @@ def _run_bench(args, workdir: Path) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_bench_evolution_jobs_match_sequential(tmp_path):
-    common = ["--population-size", "24", "--cycles", "5", "--batch-size", "8", "--resolution", "32",
+    common = ["--population-size", "20", "--cycles", "4", "--batch-size", "8", "--resolution", "16",
               "--seeds", "1"]
     seq = _run_bench(common + ["--jobs", "1"], tmp_path / "seq")
     par = _run_bench(common + ["--jobs", "2"], tmp_path / "par")
 
     assert sorted(zip(seq["mode"], seq["seed"])) == sorted(
         (m, s) for m in ("post_hoc", "penalty") for s in (1,))
-    assert len(par) == 2 and (par["nets"] == 24 + 5).all()
+    assert len(par) == 2 and (par["nets"] == 20 + 4).all()
     for run in ("post_hoc-seed1", "penalty-seed1"):
         a = pd.read_parquet(tmp_path / "seq" / "runs" / run / "history.parquet")
         b = pd.read_parquet(tmp_path / "par" / "runs" / run / "history.parquet")

@@ -570,10 +570,13 @@ def test_real_scorer_stage_serial_equals_workers(make_config, tmp_path):
 
 # ----- end to end --------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_workflow_evolve_and_plots(tmp_path):
-    from conftest import TINY, deep_merge, run_snakemake, write_yaml
+def test_workflow_evolve_and_plots(tmp_path, tiny_pipeline):
+    """The evolve rule with 2 children a cycle, in a copy of the shared TINY run (its data, scores
+    and ranking are reused: an evolution setting re-runs only the evolution, tests/test_reruns.py)."""
+    from conftest import TINY, copy_pipeline, deep_merge, run_snakemake, write_yaml
 
-    cfg = write_yaml(tmp_path / "tiny.yaml", deep_merge(TINY, {"evolution": {"children_per_cycle": 2}}))
+    tmp_path = copy_pipeline(tiny_pipeline, tmp_path / "work")
+    cfg = write_yaml(tmp_path / "config.yaml", deep_merge(TINY, {"evolution": {"children_per_cycle": 2}}))
     targets = ["results/evolution/selected.parquet", "results/evolution/plots/best_avg.png",
                "results/evolution/plots/avg_vs_macs.png", "results/evolution/plots/feasible_share.png"]
     run_snakemake(tmp_path, cfg, targets)

@@ -137,11 +137,14 @@ def test_bad_nsga2_settings(section, match):
         NSGA2Params.from_config(section)
 
 
-def test_workflow_nsga2_evolve_plots_and_a_smallest_within_choice(tmp_path):
+def test_workflow_nsga2_evolve_plots_and_a_smallest_within_choice(tmp_path, tiny_pipeline):
     """The evolve rule with evolution.algorithm: nsga2 on the tiny config (real proxies, 2 cores,
     the offspring scored by worker processes), its Pareto table and plots, a resumed re-run with
-    the same bytes, and the candidates of selection.rule smallest_within."""
-    from conftest import TINY, deep_merge, run_snakemake, write_yaml
+    the same bytes, and the candidates of selection.rule smallest_within; in a copy of the shared
+    TINY run, whose data, scores and ranking an evolution setting does not re-run."""
+    from conftest import TINY, copy_pipeline, deep_merge, run_snakemake, write_yaml
+
+    tmp_path = copy_pipeline(tiny_pipeline, tmp_path / "work")
 
     over = {"evolution": {"algorithm": "nsga2", "cycles": 8, "nsga2": {"pop_size": 4}, "checkpoint_every": 1},
             "selection": {"rule": "smallest_within", "margin": 1.0}}
