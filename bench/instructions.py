@@ -62,7 +62,7 @@ def sample_nets(space, n: int, max_macs: int, seed: int) -> list[str]:
     picks = [g.arch.iloc[int(rng.integers(len(g)))] for _, g in df.groupby("bin")]
     rest = df[~df.arch.isin(picks)]
     extra = rest.arch.iloc[rng.permutation(len(rest))[: max(0, n - len(picks))]].tolist()
-    return sorted(picks + extra)[:n] if len(picks) + len(extra) >= n else sorted(picks + extra)
+    return sorted(picks + extra)[:n]
 
 
 def measure(job) -> dict:

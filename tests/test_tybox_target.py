@@ -130,7 +130,7 @@ def test_a_net_that_does_not_fit_fails_at_link_time(project):
 
 
 def test_instruction_counts_are_deterministic_and_calibrated(project, tmp_path):
-    from tinyevo.tybox.model import graph_macs
+    from tinyevo.space.instructions import graph_macs
     from tinyevo.tybox.target import instruction_counts
 
     g = project["graph"]
@@ -152,7 +152,7 @@ def test_instruction_counts_are_deterministic_and_calibrated(project, tmp_path):
 
 def test_graph_macs_counts_conv_and_depthwise():
     from tinyevo.space.memory import Graph, Op, Tensor
-    from tinyevo.tybox.model import graph_macs
+    from tinyevo.space.instructions import graph_macs
 
     t = [Tensor(0, "x", (1, 8, 8, 3), np.int8), Tensor(1, "w", (16, 3, 3, 3), np.int8, data=np.zeros(1)),
          Tensor(2, "y", (1, 4, 4, 16), np.int8), Tensor(3, "d", (1, 3, 3, 16), np.int8, data=np.zeros(1)),

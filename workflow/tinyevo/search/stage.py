@@ -109,8 +109,8 @@ class ProxyEvaluator:
 def run_stage(*, initial_path, norm_path, data_dir, cache_dir, checkpoint_dir, history_out, population_out,
               selected_out, search_space: Mapping, constraints: Mapping, evolution: Mapping, proxies: Mapping,
               device: str = "auto", threads: int = 1, target: Mapping | None = None, accounting: str = "total",
-              instruction_target: str | None = None, ranking: Mapping | None = None, logger: logging.Logger | None = None, pareto_out=None,
-              hypervolume_out=None) -> dict:
+              instruction_target: str | None = None, ranking: Mapping | None = None,
+              logger: logging.Logger | None = None, pareto_out=None, hypervolume_out=None) -> dict:
     """Run the stage; returns a small summary (timings, counts) for the log / benchmarks.
     ``target``: the ``device:`` config section (``constraints.fit_device`` checks against it),
     ``accounting``: ``tybox.accounting``, ``instruction_target``: ``tybox.target`` (the instruction

@@ -96,18 +96,18 @@ class Constraints:
 
     def __init__(self, limits: Mapping[str, int] | None = None, guards: Mapping[str, int] | None = None,
                  fit_device: bool = False, ram_bytes: int | None = None, min_buffer_samples: int = 1,
-                 accounting: str = "total", instruction_model=None):
+                 accounting: str = "total", instruction_target: str | None = None):
         self.limits = {k: int(v) for k, v in (limits or {}).items()}
         self.guards = {k: int(v) for k, v in (guards or {}).items()}
         self.fit_device = bool(fit_device)
         self.ram_bytes = None if ram_bytes is None else int(ram_bytes)
         self.min_buffer_samples = int(min_buffer_samples)
         self.accounting = str(accounting)
-        if "max_instructions" in self.limits and instruction_model is None:
+        self.instruction_model = None
+        if "max_instructions" in self.limits:  # the fitted model of tybox.target (ValueError without one)
             from tinyevo.space.instructions import model_for
 
-            instruction_model = model_for(DEFAULT_TARGET)
-        self.instruction_model = instruction_model if "max_instructions" in self.limits else None
+            self.instruction_model = model_for(instruction_target or DEFAULT_TARGET)
         unknown = sorted(set(self.limits) - set(LIMITS)) + sorted(set(self.guards) - set(GUARDS))
         if unknown:
             raise ValueError(f"unknown constraint(s) {unknown}; known: {list(KEYS)}")
@@ -145,11 +145,7 @@ class Constraints:
             if acc not in ACCOUNTINGS:
                 raise ValueError(f"config key 'tybox.accounting' must be one of {list(ACCOUNTINGS)}, got {acc!r}")
             kw["accounting"] = acc
-        if "max_instructions" in limits:
-            from tinyevo.space.instructions import model_for
-
-            kw["instruction_model"] = model_for(DEFAULT_TARGET if target is None else str(target))
-        return cls(limits, guards, fit, **kw)
+        return cls(limits, guards, fit, instruction_target=target, **kw)
 
     # ----- what is checked -------------------------------------------------------------------
     @property

@@ -69,6 +69,14 @@ def graph_features(g: Graph) -> dict[str, int]:
     return f
 
 
+def graph_macs(g: Graph) -> dict[str, int]:
+    """Multiply-accumulates of the feature extractor by op kind (from :func:`graph_features`):
+    ``conv`` (CONV_2D, 1x1 and k x k), ``depthwise`` and ``total``."""
+    f = graph_features(g)
+    conv = f["conv1x1_macs"] + f["convkxk_macs"]
+    return {"conv": conv, "depthwise": f["dw_macs"], "total": conv + f["dw_macs"]}
+
+
 def spec_features(spec) -> dict[str, int]:
     """:func:`graph_features` of the unpruned int8 graph of a NetSpec."""
     return graph_features(spec_graph(spec))

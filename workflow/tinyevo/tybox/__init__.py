@@ -29,7 +29,8 @@ def build_tybox(tflite_path, classifier_path, out_dir, memory_path, tybox: dict,
     from ..io import write_parquet
     from . import codegen, harness
     from .memory import memory_table
-    from .model import graph_macs, load_graph
+    from ..space.instructions import graph_macs, load_models
+    from .model import load_graph
 
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -43,6 +44,7 @@ def build_tybox(tflite_path, classifier_path, out_dir, memory_path, tybox: dict,
         if log:
             log.info("generated %s: F=%d C=%d N_B=%d arena=%d predicted RAM=%d", out, terms["feature_size"],
                      terms["num_classes"], terms["n_samples"], terms["arena"], terms["ram_bytes"])
+        g = load_graph(tflite_path)
         harness.build(tmp, tybox["cxx"], threads)
         check_log = harness.make_check(tmp, tybox["cxx"], threads)
         if log:
@@ -66,7 +68,7 @@ def build_tybox(tflite_path, classifier_path, out_dir, memory_path, tybox: dict,
             if target_measured["ram_bytes"] > terms["M"]:
                 raise tgt.DoesNotFit(f"static RAM of the library on {tybox['target']} {target_measured['ram_bytes']:,} B "
                                      f"exceeds device.ram_bytes = {terms['M']:,}")
-            images = np.fromfile(tmp / "test_input.bin", np.int8).reshape(-1, *load_graph(tflite_path).input.shape[1:])
+            images = np.fromfile(tmp / "test_input.bin", np.int8).reshape(-1, *g.input.shape[1:])
             counts = tgt.instruction_counts(elf, images, tmp)
             if log:
                 log.info("%s: built for %s, linked into FLASH %s B and RAM %d B; under QEMU (%s) the bit-exact "
@@ -90,9 +92,6 @@ def build_tybox(tflite_path, classifier_path, out_dir, memory_path, tybox: dict,
             table["predicted"].where(table["predicted"] != 0)
     write_parquet(table, memory_path)
     if target_path is not None:
-        from ..space.instructions import load_models
-
-        g = load_graph(tflite_path)
         model = load_models().get(tybox.get("target", "host"))
         estimate = model.predict_graph(g) if model is not None else None
         write_parquet(target_table(tybox.get("target", "host"), measured, target_measured, counts, stream_check,

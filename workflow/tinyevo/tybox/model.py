@@ -198,20 +198,3 @@ def load_graph(path: str | Path) -> Graph:
     _check_int8(p, g)
     return g
 
-
-def graph_macs(g: Graph) -> dict[str, int]:
-    """Multiply-accumulates of the feature extractor by op kind: ``conv`` (CONV_2D, out elements x
-    kh x kw x cin), ``depthwise`` (out elements x kh x kw) and ``total``; the other ops (ADD, PAD,
-    MEAN, ...) do no MACs."""
-    macs = {"conv": 0, "depthwise": 0}
-    for op in g.ops:
-        if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            continue
-        out = int(np.prod(g.tensors[op.outputs[0]].shape))
-        w = g.tensors[op.inputs[1]].shape  # conv (cout, kh, kw, cin); depthwise (1, kh, kw, cout)
-        if op.kind == "CONV_2D":
-            macs["conv"] += out * int(w[1]) * int(w[2]) * int(w[3])
-        else:
-            macs["depthwise"] += out * int(w[1]) * int(w[2])
-    macs["total"] = macs["conv"] + macs["depthwise"]
-    return macs

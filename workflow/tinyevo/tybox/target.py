@@ -193,8 +193,8 @@ def instruction_counts(elf, images, workdir, target: Target = CORTEX_M4F) -> dic
     """Emulated instruction counts of the target build (``harness cost`` under ``-icount``): per
     feature extraction (mean over ``images``, int8 (N, H, W, C)), per prediction, per SGD step on
     one stored sample, and per training step with the buffer full (one pass over its N_B samples:
-    measured with full buffers of 1 and 4 samples, extrapolated along that loop). QEMU's count of executed instructions, not a cycle-accurate
-    measurement (no pipeline, wait states or caches). The harness's calibration loop of 200,000
+    measured with full buffers of 1 and 4 samples, extrapolated along that loop). QEMU's count of
+    executed instructions, not a cycle-accurate measurement (no pipeline, wait states or caches). The harness's calibration loop of 200,000
     instructions must read exactly the expected ticks, else :class:`TargetError`."""
     import json
 
