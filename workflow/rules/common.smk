@@ -133,3 +133,26 @@ def _train_same_as(wc):
     if wc.net == "NC" and "C" in FINAL_NETS and "NC" not in FINAL_NETS:
         return {f"same_{f.split('.')[0]}": f"{RESULTS}/train/C/{f}" for f in _TRAIN_OUTPUTS}
     return {}
+
+
+# ---- cluster resources (profiles/slurm: sbatch --mem, -t) ---------------------------------------
+from tinyevo.resources import rule_resources as _rule_resources
+from tinyevo.resources import scaled as _scaled
+
+_RESOURCES = _rule_resources(config)
+_FINAL_ROUNDS = max(1, len(config.get("final_round", {}).get("epochs") or [1]))
+
+
+def sized(rule):
+    """`mem_mb` and `runtime` of a rule from the config (tinyevo.resources), each a multiple of the
+    first submission's at a retry. final_round_train: by its round."""
+    if rule == "final_round_train":
+        def pick(wildcards):
+            return _RESOURCES[f"final_round_train:{min(int(wildcards.round), _FINAL_ROUNDS - 1)}"]
+    else:
+        def pick(wildcards):
+            return _RESOURCES[rule]
+    return {
+        "mem_mb": lambda wildcards, attempt: _scaled(pick(wildcards)["mem_mb"], attempt),
+        "runtime": lambda wildcards, attempt: _scaled(pick(wildcards)["runtime"], attempt),
+    }

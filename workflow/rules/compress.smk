@@ -37,9 +37,8 @@ rule compress:
     priority: _branch_priority("compress")
     threads: config["compress"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=60,
         gpu=_train_gpu(),
+        **sized("compress"),
     script:
         "../scripts/compress.py"
 
@@ -65,8 +64,7 @@ rule compress_plot:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("compress_plot"),
     script:
         "../scripts/compress_plot.py"
 

@@ -8,10 +8,7 @@ DATA_DIR = f"{RESULTS}/data/{DATASET}"
 # (train_x, ..., stats): the other rules take them from rules.data.output
 DATA_FILES = {name.rsplit(".", 1)[0]: f"{DATA_DIR}/{name}" for name in _data_output_names()}
 DATA_OUTPUTS = list(DATA_FILES.values())
-# Peak memory (MB) by source: torch + torchvision alone take ~0.9 GB (imagefolder, cifar10,
-# downloads); VWW also parses the COCO instances JSON (~1-2 GB per 2014 file once loaded). Raw
-# uint8 arrays of the array sources stay in memory; the resized images stream to disk.
-_DATA_MEM_MB = {"digits": 1500, "fashion_mnist": 3000, "cifar10": 3000, "imagefolder": 3000, "vww": 12000}
+# Memory and time limit from the config (tinyevo.resources: by source, images, resolution).
 
 
 rule data:
@@ -26,8 +23,7 @@ rule data:
         bench_of("data", DATASET),
     threads: 8  # decoding threads; Snakemake lowers this to --cores when fewer
     resources:
-        mem_mb=_DATA_MEM_MB[config["dataset"]["source"]],
-        runtime=240 if config["dataset"]["source"] in ("vww", "imagefolder") else 30,
+        **sized("data"),
     conda:
         env("torch")
     script:

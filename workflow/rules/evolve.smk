@@ -46,8 +46,7 @@ rule evolve:
         env("torch")
     threads: EVO_THREADS
     resources:
-        mem_mb=4000,
-        runtime=240,
+        **sized("evolve"),
     script:
         "../scripts/evolve.py"
 
@@ -80,8 +79,7 @@ rule evolve_plots:
     conda:
         env("core")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **sized("evolve_plots"),
     script:
         "../scripts/evolve_plots.py"
 

@@ -57,8 +57,7 @@ rule final_round_candidates:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("final_round_candidates"),
     script:
         "../scripts/final_candidates.py"
 
@@ -94,8 +93,7 @@ rule final_round_train:
     threads: config["train"]["threads"]
     resources:
         gpu=_train_gpu(),
-        mem_mb=8000,
-        runtime=lambda wc: max(20, 5 * FINAL_EPOCHS[min(int(wc.round), len(FINAL_EPOCHS) - 1)]),
+        **sized("final_round_train"),
     script:
         "../scripts/final_train.py"
 
@@ -118,8 +116,7 @@ rule final_round_gather:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("final_round_gather"),
     script:
         "../scripts/final_gather.py"
 
@@ -149,8 +146,7 @@ rule final_round_choice:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("final_round_choice"),
     script:
         "../scripts/final_choice.py"
 
@@ -172,8 +168,7 @@ rule plot_final_round:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("plot_final_round"),
     script:
         "../scripts/final_plot.py"
 

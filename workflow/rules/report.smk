@@ -149,8 +149,7 @@ rule report_tables:
     conda:
         env("core")
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("report_tables"),
     script:
         "../scripts/report_tables.py"
 
@@ -182,8 +181,7 @@ rule report_summary:
     conda:
         env("core")
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("report_summary"),
     script:
         "../scripts/report_summary.py"
 
@@ -223,8 +221,7 @@ rule report_stage_times:
     conda:
         env("core")
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("report_stage_times"),
     script:
         "../scripts/report_stage_times.py"
 

@@ -41,8 +41,7 @@ rule scenario_tune:
     priority: _branch_priority("scenario_tune")
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=30,
+        **sized("scenario_tune"),
     script:
         "../scripts/scenario_tune.py"
 
@@ -74,8 +73,7 @@ rule scenario_run:
     priority: _branch_priority("scenario_run")
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=30,
+        **sized("scenario_run"),
     script:
         "../scripts/scenario_run.py"
 
@@ -99,8 +97,7 @@ rule scenario_gather:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("scenario_gather"),
     script:
         "../scripts/scenario_gather.py"
 
@@ -126,8 +123,7 @@ rule scenario_plot:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("scenario_plot"),
     script:
         "../scripts/scenario_plot.py"
 

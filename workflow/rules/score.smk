@@ -47,8 +47,7 @@ rule score_shard:
         env("torch")
     threads: config["scoring"]["threads"]
     resources:
-        mem_mb=3000,
-        runtime=120,
+        **sized("score_shard"),
     script:
         "../scripts/score_shard.py"
 
@@ -70,8 +69,7 @@ rule score_gather:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **sized("score_gather"),
     script:
         "../scripts/score_gather.py"
 
@@ -95,8 +93,7 @@ rule rank_initial:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **sized("rank_initial"),
     script:
         "../scripts/rank.py"
 
@@ -130,8 +127,7 @@ rule proxy_informativeness:
         env("torch")
     threads: config["scoring"]["threads"]
     resources:
-        mem_mb=3000,
-        runtime=120,
+        **sized("proxy_informativeness"),
     script:
         "../scripts/informativeness.py"
 

@@ -19,8 +19,7 @@ rule enumerate_space:
     conda:
         env("core")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **sized("enumerate_space"),
     script:
         "../scripts/enumerate_space.py"
 

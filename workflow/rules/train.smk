@@ -65,8 +65,7 @@ rule train:
     threads: config["train"]["threads"]
     resources:
         gpu=_train_gpu(),
-        mem_mb=8000,
-        runtime=max(30, 3 * config["train"]["epochs"]),
+        **sized("train"),
     script:
         "../scripts/train.py"
 
@@ -91,8 +90,7 @@ rule plot_training:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("plot_training"),
     script:
         "../scripts/train_plot.py"
 
@@ -124,8 +122,7 @@ rule validation_plan:
         env("torch")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=5,
+        **sized("validation_plan"),
     script:
         "../scripts/validate_plan.py"
 
@@ -155,8 +152,7 @@ rule validate_net:
     threads: config["validation"]["threads"]
     resources:
         gpu=_train_gpu(),
-        mem_mb=8000,
-        runtime=max(20, 5 * config["validation"]["epochs"]),
+        **sized("validate_net"),
     script:
         "../scripts/validate_net.py"
 
@@ -187,8 +183,7 @@ rule validation_gather:
         env("core")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=5,
+        **sized("validation_gather"),
     script:
         "../scripts/validate_gather.py"
 
@@ -215,8 +210,7 @@ rule plot_validation:
         env("core")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **sized("plot_validation"),
     script:
         "../scripts/validate_plot.py"
 

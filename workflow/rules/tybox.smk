@@ -29,8 +29,7 @@ rule tybox:
     # the chain to the scenarios stalled behind it (the compile itself takes ~10 s)
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        **sized("tybox"),
     script:
         "../scripts/tybox.py"
 
