@@ -5,12 +5,13 @@
 #
 # Cancels the jobs still known to that cluster, stops slurmd, slurmctld and munged by the pid
 # files in STATE_DIR (and only those processes: the command name is checked against the pid
-# before signalling, TERM first, KILL after a timeout) and removes /etc/slurm/slurm.conf if
-# slurm_up.sh wrote it. Safe to run twice or after a partial start.
+# before signalling, TERM first, KILL after a timeout) and removes /etc/slurm/slurm.conf and gres.conf
+# if slurm_up.sh wrote them. Safe to run twice or after a partial start.
 set -uo pipefail
 
 MARKER="tinyevo-test-slurm"
 CONF=/etc/slurm/slurm.conf
+GRES=/etc/slurm/gres.conf
 TIMEOUT="${TINYEVO_SLURM_TIMEOUT:-60}"
 
 [ $# -eq 1 ] || { echo "usage: $0 STATE_DIR" >&2; exit 2; }
@@ -22,7 +23,7 @@ ours_conf() { [ -f "$STATE/conf_written" ] && [ -f "$CONF" ] && grep -q "$MARKER
 
 # Cancel remaining jobs while the controller is still up (our private cluster only).
 if ours_conf && [ -s "$STATE/slurmctld.pid" ] && kill -0 "$(cat "$STATE/slurmctld.pid")" 2>/dev/null; then
-    timeout 20 scancel --partition=debug --full >/dev/null 2>&1 || true
+    timeout 20 scancel --partition=cpu,gpu --full >/dev/null 2>&1 || true
 fi
 
 stop() {  # stop PIDFILE COMMAND_NAME
@@ -50,6 +51,7 @@ stop munged.pid munged
 
 if ours_conf; then
     rm -f "$CONF"
+    [ -f "$GRES" ] && grep -q "$MARKER" "$GRES" && rm -f "$GRES"
 fi
 rm -f "$STATE/conf_written"
 exit 0

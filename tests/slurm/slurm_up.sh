@@ -4,7 +4,7 @@
 #   tests/slurm/slurm_up.sh STATE_DIR
 #
 # Installs the packages with apt-get when they are missing (quiet, idempotent), writes a private
-# munge key and /etc/slurm/slurm.conf (the executor plugin strips SLURM_* variables inside jobs,
+# munge key, /etc/slurm/slurm.conf (partitions cpu and gpu on the one node) and /etc/slurm/gres.conf (the executor plugin strips SLURM_* variables inside jobs,
 # so SLURM_CONF cannot point elsewhere), starts munged, slurmctld and slurmd as daemons whose
 # pid files, sockets, logs and state live in STATE_DIR, and waits (with timeouts) until the node
 # is idle. Stop everything with tests/slurm/slurm_down.sh STATE_DIR.
@@ -20,6 +20,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MARKER="tinyevo-test-slurm"
 CONF=/etc/slurm/slurm.conf
+GRES=/etc/slurm/gres.conf
 TIMEOUT="${TINYEVO_SLURM_TIMEOUT:-60}"
 
 skip() { echo "SKIP: $*"; exit 77; }
@@ -52,6 +53,9 @@ fi
 if [ -e "$CONF" ] && ! grep -q "$MARKER" "$CONF"; then
     skip "$CONF exists and was not written by this script: refusing to replace a real cluster's config"
 fi
+if [ -e "$GRES" ] && ! grep -q "$MARKER" "$GRES"; then
+    skip "$GRES exists and was not written by this script: refusing to replace a real cluster's config"
+fi
 if [ -e "$CONF" ]; then
     other="$(sed -n 's/^SlurmctldPidFile=//p' "$CONF")"
     if [ -n "$other" ] && [ -s "$other" ] && kill -0 "$(cat "$other")" 2>/dev/null; then
@@ -72,6 +76,13 @@ sed -e "s|@NODE@|$NODE|g" -e "s|@STATE@|$STATE|g" -e "s|@CPUS@|$CPUS|g" \
     -e "s|@MEM_MB@|$MEM_MB|g" -e "s|@CTLD_PORT@|$CTLD_PORT|g" -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" \
     "$HERE/slurm.conf.in" >"$CONF.tmp"
 mv "$CONF.tmp" "$CONF"
+# The node announces two GPUs as generic resources whose device files are /dev/null and /dev/zero
+# (SLURM needs a file per GPU; no cgroup confines them here): `sbatch --gpus=1` (profiles/slurm's
+# GPU jobs) is scheduled as on a real site, two such jobs at once, and a job, finding no CUDA
+# device, trains on the CPU.
+printf '# %s: written by tests/slurm/slurm_up.sh, removed by slurm_down.sh.\nNodeName=%s Name=gpu File=/dev/null\nNodeName=%s Name=gpu File=/dev/zero\n' \
+    "$MARKER" "$NODE" "$NODE" >"$GRES.tmp"
+mv "$GRES.tmp" "$GRES"
 echo "$STATE" >"$STATE/conf_written"   # slurm_down.sh removes $CONF only if this file exists
 
 # --- waits ------------------------------------------------------------------------------------
@@ -112,4 +123,4 @@ wait_for "slurmctld answering" scontrol ping
 slurmd
 wait_for "slurmd (pid file)" alive "$STATE/slurmd.pid"
 wait_for "node $NODE idle in sinfo" node_idle
-echo "SLURM up: node $NODE, $CPUS CPUs, ${MEM_MB} MB, partition debug, state in $STATE"
+echo "SLURM up: node $NODE, $CPUS CPUs, ${MEM_MB} MB, partitions cpu and gpu (2 GPUs without devices), state in $STATE"
