@@ -64,7 +64,10 @@ if [ -e "$CONF" ]; then
 fi
 
 NODE="$(hostname -s)"
-CPUS="$(nproc)"
+# One CPU more than the machine has: the SLURM test stops one job until its time limit, and the
+# other jobs should not wait that long for its CPU (config_overrides in slurm.conf lets slurmd
+# announce the configured count).
+CPUS="$(( $(nproc) + 1 ))"
 MEM_KB="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 MEM_MB=$(( MEM_KB * 9 / 10 / 1024 ))
 CTLD_PORT="${TINYEVO_SLURM_CTLD_PORT:-16817}"

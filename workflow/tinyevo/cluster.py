@@ -20,7 +20,7 @@ from typing import Iterable
 
 _JOB_HEADER = re.compile(r"^(local)?(?:rule|checkpoint) (\w+):$")
 _FIELD = re.compile(r"^    (\w+): (.*)$")
-_SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+_SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)(?: \(log: (.*)\)\.)?")
 _ERROR = re.compile(r"^Error in rule (\w+):$")
 _SLURM_FAILED = re.compile(r"SLURM-job '(\d+)' failed(?: due to a node failure)?, SLURM status is: '(\w+)'")
 _RESTART = re.compile(r"Trying to restart job (\d+)\.")
@@ -56,6 +56,7 @@ class SlurmFailure:
     resources: dict[str, str]
     retried_as: str | None = None  # SLURM job id of the next attempt, if there was one
     next_resources: dict[str, str] | None = None
+    slurm_log: str | None = None  # the job's SLURM log (.snakemake/slurm_logs/...)
 
     @property
     def retried(self) -> bool:
@@ -84,6 +85,8 @@ class SlurmFailure:
         else:
             line += "; not retried (the profile's retries were used up)" if self.state != "CANCELLED" \
                 else "; not retried: run snakemake again to resubmit it"
+        if not self.retried and self.slurm_log:
+            line += f"; its SLURM log: {self.slurm_log}"
         return line
 
 
@@ -99,7 +102,7 @@ def _resources(text: str) -> dict[str, str]:
 def slurm_failures(lines: Iterable[str]) -> list[SlurmFailure]:
     """Every failed SLURM job of a Snakemake log, in the order of the failures."""
     jobs: dict[str, JobInfo] = {}
-    slurm_of: dict[str, str] = {}  # Snakemake job id -> latest SLURM job id
+    log_of: dict[str, str] = {}  # SLURM job id -> its log
     failures: list[SlurmFailure] = []
     pending_restart: dict[str, SlurmFailure] = {}  # Snakemake job id -> failure awaiting resubmission
     block: JobInfo | None = None
@@ -111,7 +114,7 @@ def slurm_failures(lines: Iterable[str]) -> list[SlurmFailure]:
             info = jobs.get(error["jobid"], JobInfo(error["rule"], error["jobid"]))
             failures.append(SlurmFailure(rule=error["rule"], jobid=error["jobid"], slurm_jobid=error["slurm_jobid"],
                                          state=error["state"], wildcards=info.wildcards,
-                                         resources=dict(info.resources)))
+                                         resources=dict(info.resources), slurm_log=log_of.get(error["slurm_jobid"])))
         error = None
 
     for raw in lines:
@@ -145,8 +148,9 @@ def slurm_failures(lines: Iterable[str]) -> list[SlurmFailure]:
         elif e := _ERROR.match(line):
             error = {"rule": e.group(1)}
         elif s := _SUBMITTED.search(line):
-            jobid, sid = s.groups()
-            slurm_of[jobid] = sid
+            jobid, sid, path = s.groups()
+            if path:
+                log_of[sid] = path
             if jobid in pending_restart:
                 f = pending_restart.pop(jobid)
                 f.retried_as = sid
