@@ -143,15 +143,15 @@ _RESOURCES = _rule_resources(config)
 _FINAL_ROUNDS = max(1, len(config.get("final_round", {}).get("epochs") or [1]))
 
 
-def sized(rule):
-    """`mem_mb` and `runtime` of a rule from the config (tinyevo.resources), each a multiple of the
-    first submission's at a retry. final_round_train: by its round."""
-    if rule == "final_round_train":
+def sized(name):
+    """`mem_mb` and `runtime` of the rule `name` from the config (tinyevo.resources), each a
+    multiple of the first submission's at a retry; final_round_train's by its round."""
+    if name == "final_round_train":
         def pick(wildcards):
             return _RESOURCES[f"final_round_train:{min(int(wildcards.round), _FINAL_ROUNDS - 1)}"]
     else:
         def pick(wildcards):
-            return _RESOURCES[rule]
+            return _RESOURCES[name]
     return {
         "mem_mb": lambda wildcards, attempt: _scaled(pick(wildcards)["mem_mb"], attempt),
         "runtime": lambda wildcards, attempt: _scaled(pick(wildcards)["runtime"], attempt),
