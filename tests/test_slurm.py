@@ -284,7 +284,12 @@ class Saboteur(threading.Thread):
     def run(self):
         try:
             while not self.stop.is_set() and len(self.done) < len(SABOTAGE) and time.monotonic() < self.deadline:
-                for sid, job in _squeue_jobs().items():
+                try:
+                    jobs = _squeue_jobs()
+                except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                    time.sleep(1)  # a busy controller: ask again
+                    continue
+                for sid, job in jobs.items():
                     rule = _rule_of(job["comment"]) if job["comment"].startswith("rule_") else None
                     if rule not in SABOTAGE or rule in self.done or job["state"] != "RUNNING":
                         continue
