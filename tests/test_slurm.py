@@ -447,7 +447,7 @@ def test_pipeline_on_slurm_matches_local_run(slurm_cluster, tmp_path):
         line = next((ln for ln in report.splitlines() if f"SLURM job {sid}:" in ln), "")
         assert line.strip().startswith(f"rule {rule}") and f": {state}," in line, (rule, report)
         assert f"retried as SLURM job {attempts[next(j for j, s in attempts.items() if s[0] == sid)][1]}" in line, line
-    assert f"ran past its time limit of 1 min (runtime=1); retried as SLURM job" in report
+    assert "ran past its time limit of 1 min (runtime=1); retried as SLURM job" in report
     assert "with runtime=2" in report
 
     assert _compare_results(local_dir, slurm_dir) >= 20
