@@ -304,7 +304,7 @@ class Saboteur(threading.Thread):
                             try:
                                 os.kill(pid, signal.SIGKILL if rule == KILL_RULE else signal.SIGSTOP)
                             except ProcessLookupError:
-                                pass
+                                continue  # already ended: nothing left to signal
                     self.done[rule] = sid
                 time.sleep(0.3)
         except Exception as exc:  # reported by the test

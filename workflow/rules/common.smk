@@ -140,7 +140,6 @@ from tinyevo.resources import rule_resources as _rule_resources
 from tinyevo.resources import scaled as _scaled
 
 _RESOURCES = _rule_resources(config)
-_FINAL_ROUNDS = max(1, len(config.get("final_round", {}).get("epochs") or [1]))
 
 
 def sized(name):
@@ -148,7 +147,7 @@ def sized(name):
     multiple of the first submission's at a retry; final_round_train's by its round."""
     if name == "final_round_train":
         def pick(wildcards):
-            return _RESOURCES[f"final_round_train:{min(int(wildcards.round), _FINAL_ROUNDS - 1)}"]
+            return _RESOURCES[f"final_round_train:{wildcards.round}"]
     else:
         def pick(wildcards):
             return _RESOURCES[name]

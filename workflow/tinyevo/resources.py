@@ -19,13 +19,17 @@ net, not a prediction:
 Both values grow with each retry (``attempt``): a job SLURM stopped at its time limit or for its
 memory is re-submitted (profiles/slurm ``retries``) with twice as much, then three times.
 
-Pure Python (no torch, no pandas): the workflow evaluates it while building the DAG.
+No torch: the workflow evaluates it while building the DAG (the nets' sizes come from the space's
+cost model, which the config checks have imported by then).
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping
+
+from tinyevo.space.cost import layer_table
+from tinyevo.space.spec import Genes, SearchSpace
 
 # Peak memory of a job by what it imports (MB): measured 0.95-1.2 GB (torch), 1.6 GB (torch +
 # TensorFlow, compress), <= 0.25 GB (pandas, matplotlib), with headroom.
@@ -72,30 +76,13 @@ def dataset_images(cfg: Mapping[str, Any]) -> int:
     return n
 
 
-def _round_width(c: float, divisor: int) -> int:
-    return max(divisor, int(c + divisor / 2) // divisor * divisor)
-
-
 def net_cost(ss: Mapping[str, Any], repeats, expansions, channels) -> tuple[float, float]:
-    """(MACs, activation elements) per image of the net with these genes, MobileNetV2 blocks as
-    the space builds them (stem, expand 1x1, depthwise kxk, project 1x1, head 1x1, classifier);
-    the elements count the output of every convolution."""
-    div, k = int(ss["round_divisor"]), int(ss["kernel_size"])
-    h = -(-int(ss["resolution"]) // int(ss["stem_stride"]))
-    cin = _round_width(int(ss["stem_width"]), div)
-    macs, elems = h * h * cin * int(ss["channels"]) * k * k, h * h * cin
-    for s, stride in enumerate(ss["strides"]):
-        cout = _round_width(channels[s], div)
-        for i in range(repeats[s]):
-            hidden = cin * expansions[s]
-            h_out = -(-h // (int(stride) if i == 0 else 1))
-            if expansions[s] != 1:
-                macs, elems = macs + h * h * cin * hidden, elems + h * h * hidden
-            macs += h_out * h_out * hidden * (k * k + cout)
-            elems += h_out * h_out * (hidden + cout)
-            h, cin = h_out, cout
-    head = int(ss["head_width"])
-    return float(macs + h * h * cin * head + head * int(ss["num_classes"])), float(elems + h * h * head)
+    """(MACs, activation elements) per image of the net with these genes, from the space's own
+    model (:func:`tinyevo.space.cost.layer_table`); the elements count the output of every
+    convolution."""
+    rows = layer_table(SearchSpace.from_config(ss).netspec(Genes(repeats, expansions, channels)))
+    return (float(sum(r["macs"] for r in rows)),
+            float(sum(r["out_act"] for r in rows if r["kind"] in ("conv", "dwconv"))))
 
 
 def largest_net(ss: Mapping[str, Any], alphabets: bool = False) -> tuple[float, float]:
