@@ -45,6 +45,25 @@ from tinyevo.scenarios.tuning import initial_classifier  # noqa: E402
 from tinyevo.tybox.reference import OnDeviceLearner, softmax  # noqa: E402
 
 
+def run_data_dir(res: Path, cfg) -> Path:
+    """The prepared dataset of a run's ``results`` folder (``data/<name>`` or, for a dataset
+    prepared at several resolutions, ``data/<name>/<resolution>``)."""
+    data_dir = res / "data" / cfg["dataset"]["name"]
+    return data_dir if (data_dir / "stats.parquet").is_file() else data_dir / str(cfg["dataset"]["resolution"])
+
+
+def pool_features(lrn, pool, draws, data_dir, extra=None) -> np.ndarray:
+    """int8 features of the compiled extractor for the pool images the draws use (and ``extra``
+    indices); the other rows stay 0."""
+    from tinyevo.data import load_stats
+
+    parts = [np.concatenate([d.eval_idx, d.stream_idx]) for d in draws] + ([] if extra is None else [extra])
+    used = np.unique(np.concatenate(parts))
+    feats = np.zeros((len(pool.y), int(lrn.info["feature_size"])), np.int8)
+    feats[used] = lrn.prepare(normalised_nhwc(pool.x[used], *load_stats(data_dir)))
+    return feats
+
+
 class Probe(OnDeviceLearner):
     """The reference learner, recording |lr * delta| of the true class over each buffer pass."""
 
@@ -130,11 +149,7 @@ def main(argv=None):
     cfg, _ = load_config(a.config)
     res, out = Path(a.results), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = cfg["dataset"]
-    data_dir = res / "data" / ds["name"]
-    if not (data_dir / "stats.parquet").is_file():
-        data_dir = data_dir / str(ds["resolution"])
-    from tinyevo.data import load_stats
+    data_dir = run_data_dir(res, cfg)
 
     steps_all, summary = [], []
     for name in cfg["scenarios"]["names"]:
@@ -146,9 +161,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             lrn = HarnessLearner(res / "tybox" / sc.net / "src", sc, 1, tmp, tybox=cfg["tybox"], device=cfg["device"])
             n_b = int(lrn.info["buffer_samples"])
-            used = np.unique(np.concatenate([np.concatenate([d.eval_idx, d.stream_idx]) for d in draws]))
-            feats = np.zeros((len(pool.y), int(lrn.info["feature_size"])), np.int8)
-            feats[used] = lrn.prepare(normalised_nhwc(pool.x[used], *load_stats(data_dir)))
+            feats = pool_features(lrn, pool, draws, data_dir)
             W, b, scale, zp = lrn.classifier()
         inits = ["keep", "reset"] if sc.new_classes else ["keep"]
         for loss in ("mse_softmax", "cross_entropy"):

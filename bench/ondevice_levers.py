@@ -36,12 +36,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
+sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ondevice import pool_features, run_data_dir  # noqa: E402
 from tinyevo.config import load_config  # noqa: E402
-from tinyevo.data import load_stats, normalised_nhwc  # noqa: E402
 from tinyevo.io import atomic_write_text, read_parquet, write_parquet  # noqa: E402
 from tinyevo.runtime import setup_logging  # noqa: E402
 from tinyevo.scenarios import scenario_from_config  # noqa: E402
@@ -49,7 +50,7 @@ from tinyevo.scenarios.learners import HarnessLearner  # noqa: E402
 from tinyevo.scenarios.stage import validation_scenario  # noqa: E402
 from tinyevo.scenarios.streams import draw, held_out_pool, validation_pool  # noqa: E402
 from tinyevo.scenarios.tuning import criterion, initial_classifier  # noqa: E402
-from tinyevo.tybox.reference import OnDeviceLearner  # noqa: E402
+from tinyevo.tybox.reference import OnDeviceLearner, dequantise  # noqa: E402
 
 POLICIES = ("fifo", "balanced", "reservoir")
 
@@ -119,7 +120,7 @@ def offline_head(sc, feats, labels, W, b, scale, zp, init, iters: int = 3000, lr
     image of the scenario's post-change classes (full batch, cross-entropy, from the start the
     on-device learners get), as a linear head on these features can at best be trained."""
     W0, b0 = initial_classifier(W, b, sc, init)
-    x = ((feats.astype(np.float32) - np.float32(zp)) * np.float32(scale)).astype(np.float64)
+    x = dequantise(feats, scale, zp).astype(np.float64)
     W, b = W0.astype(np.float64), b0.astype(np.float64)
     onehot = np.eye(W.shape[1])[labels]
     for _ in range(iters):
@@ -131,14 +132,6 @@ def offline_head(sc, feats, labels, W, b, scale, zp, init, iters: int = 3000, lr
         W -= lr * (x.T @ g)
         b -= lr * g.sum(axis=0)
     return W.astype(np.float32), b.astype(np.float32)
-
-
-def features(lrn, pool, draws, data_dir, extra=None):
-    used = np.unique(np.concatenate([np.concatenate([d.eval_idx, d.stream_idx]) for d in draws]
-                                    + ([] if extra is None else [extra])))
-    feats = np.zeros((len(pool.y), int(lrn.info["feature_size"])), np.int8)
-    feats[used] = lrn.prepare(normalised_nhwc(pool.x[used], *load_stats(data_dir)))
-    return feats
 
 
 def main(argv=None):
@@ -154,10 +147,7 @@ def main(argv=None):
     cfg, _ = load_config(a.config)
     res, out = Path(a.results), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = cfg["dataset"]
-    data_dir = res / "data" / ds["name"]
-    if not (data_dir / "stats.parquet").is_file():
-        data_dir = data_dir / str(ds["resolution"])
+    data_dir = run_data_dir(res, cfg)
     tune = cfg["scenarios"]["tune"]
     lrs = sorted(float(v) for v in tune["lrs"])
     rows, t0 = [], time.perf_counter()
@@ -173,14 +163,14 @@ def main(argv=None):
             lrn = HarnessLearner(res / "tybox" / sc.net / "src", sc, 1, tmp, tybox=cfg["tybox"], device=cfg["device"])
             n_b = int(lrn.info["buffer_samples"])
             post = np.flatnonzero(np.isin(vpool.y, sc.post_classes))
-            vfeats, efeats = features(lrn, vpool, vdraws, data_dir, post), features(lrn, epool, edraws, data_dir)
+            vfeats = pool_features(lrn, vpool, vdraws, data_dir, extra=post)
+            efeats = pool_features(lrn, epool, edraws, data_dir)
             W, b, scale, zp = lrn.classifier()
         Wo, bo = offline_head(sc, vfeats[post], sc.labels(vpool.y[post], drifted=True), W, b, scale, zp, init)
         oks = []
         for d in edraws:
             target = d.eval_post if sc.has_change else d.eval_pre
-            x = ((efeats[d.eval_idx].astype(np.float32) - np.float32(zp)) * np.float32(scale))
-            oks.append(((x @ Wo + bo).argmax(axis=1) == target, d))
+            oks.append(((dequantise(efeats[d.eval_idx], scale, zp) @ Wo + bo).argmax(axis=1) == target, d))
         finals = np.array([ok.mean() for ok, _ in oks])
         rows.append({"scenario": name, "learner": "offline head (validation pool)", "capacity": len(post),
                      "passes": 3000, "policy": "all", "loss": "cross_entropy", "new_class_init": init, "lr": 0.5,

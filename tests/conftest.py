@@ -76,6 +76,16 @@ MICRO_SPACE = {
                    "channels": [[4, 8]]},
 }
 
+def load_bench(name: str):
+    """The module of ``bench/<name>.py`` (bench scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():

@@ -1,21 +1,15 @@
 """bench/ondevice_levers.py: the reference learner with buffer passes and replacement policies."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from tinyevo.tybox.reference import OnDeviceLearner
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("ondevice_levers", REPO / "bench" / "ondevice_levers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("ondevice_levers")
 
 
 def _stream(n=40, F=12, C=4, seed=0):

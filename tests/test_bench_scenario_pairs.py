@@ -1,21 +1,15 @@
 """bench/scenario_pairs.py: paired differences of the learners' final accuracies."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("scenario_pairs", REPO / "bench" / "scenario_pairs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("scenario_pairs")
 
 
 def _curves(finals: dict[str, list[float]], steps=3) -> pd.DataFrame:

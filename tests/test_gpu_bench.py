@@ -1,24 +1,20 @@
 """bench/gpu.py (the GPU path against the CPU) on a machine without CUDA: it skips with a clear
 message and exit 0, or fails with --require-gpu; a bad argument is refused before any work."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_bench
 
 SCRIPT = REPO / "bench" / "gpu.py"
 
 
 @pytest.fixture
 def gpu_bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("gpu")
 
 
 def test_skips_without_cuda():

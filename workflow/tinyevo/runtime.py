@@ -122,7 +122,7 @@ def tune_gc() -> None:
 # builds, runs and drops hundreds of small nets touches fresh, zero-filled pages all the time.
 # Measured on one scoring shard of the default run (128 nets, /usr/bin/time): 374,000 minor page
 # faults and 0.9 s of system time with the defaults, 114,000 and 0.3 s with these settings, at
-# 9 % more peak RSS (README, "Performance"). The mmap threshold is glibc's largest dynamic value
+# 7 % more peak RSS (README, "Performance"). The mmap threshold is glibc's largest dynamic value
 # (32 MiB on 64-bit), so nothing smaller than that is mapped per allocation; freed memory stays in
 # the process until 1 GiB of it is free at the heap's top. ``TINYEVO_MALLOC=default`` keeps
 # glibc's defaults (for comparisons).
