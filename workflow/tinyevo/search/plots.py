@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tinyevo.io import savefig
+from tinyevo.search.pareto import nondominated
 from tinyevo.search.select import describe_constraints
 from tinyevo.space.constraints import as_constraints
 
@@ -52,14 +53,10 @@ def feasible_share(history: pd.DataFrame) -> pd.DataFrame:
 
 
 def pareto_front(macs: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Indices of the nets no other net beats on both fewer MACs and a higher score, by MACs."""
-    order = np.lexsort((-score, macs))
-    front, best = [], -np.inf
-    for i in order:
-        if score[i] > best:
-            front.append(i)
-            best = score[i]
-    return np.asarray(front, dtype=int)
+    """Indices of the nets no other net beats on both fewer MACs and a higher score
+    (:func:`tinyevo.search.pareto.nondominated`), ordered by MACs for a step plot."""
+    f = nondominated(np.column_stack([np.asarray(macs, float), -np.asarray(score, float)]))
+    return f[np.lexsort((-np.asarray(score)[f], np.asarray(macs)[f]))]
 
 
 def plot_best(history: pd.DataFrame, path, style: str = "default", dpi: int = 110) -> None:
