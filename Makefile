@@ -43,8 +43,8 @@ run: setup toolchain
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --report results/report.html
 
 # The SLURM test runs beside the others, in its own pytest process (it brings up a cluster and
-# needs no xdist worker): its 3 minutes are mostly the scheduler's waiting (about 1 CPU-min,
-# measured), so alongside it costs little and saves its whole time. Its output is printed after
+# needs no xdist worker; alone 4 to 5 minutes, about 340 CPU-s on a slow 2-core host, measured),
+# so alongside it saves most of its time. Its output is printed after
 # the others'; the target fails when either run fails (a SLURM run that PYTEST_ARGS deselects
 # entirely is not a failure).
 test: setup toolchain
