@@ -52,6 +52,16 @@ def run_data_dir(res: Path, cfg) -> Path:
     return data_dir if (data_dir / "stats.parquet").is_file() else data_dir / str(cfg["dataset"]["resolution"])
 
 
+def open_run(a):
+    """Logging, config, results and output folders and prepared dataset of a bench on a finished
+    pipeline run (the parsed ``--config``, ``--results`` and ``--out``); creates ``--out``."""
+    log = setup_logging()
+    cfg, _ = load_config(a.config)
+    res, out = Path(a.results), Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return log, cfg, res, out, run_data_dir(res, cfg)
+
+
 def pool_features(lrn, pool, draws, data_dir, extra=None) -> np.ndarray:
     """int8 features of the compiled extractor for the pool images the draws use (and ``extra``
     indices); the other rows stay 0."""
@@ -145,11 +155,7 @@ def main(argv=None):
     ap.add_argument("--same-settings", action="store_true",
                     help="also run TinyOL with TyBox's chosen settings (table same_settings.parquet)")
     a = ap.parse_args(argv)
-    log = setup_logging()
-    cfg, _ = load_config(a.config)
-    res, out = Path(a.results), Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = run_data_dir(res, cfg)
+    log, cfg, res, out, data_dir = open_run(a)
 
     steps_all, summary = [], []
     for name in cfg["scenarios"]["names"]:

@@ -41,10 +41,8 @@ sys.path.insert(0, str(REPO / "bench"))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ondevice import pool_features, run_data_dir  # noqa: E402
-from tinyevo.config import load_config  # noqa: E402
+from ondevice import open_run, pool_features  # noqa: E402
 from tinyevo.io import atomic_write_text, read_parquet, write_parquet  # noqa: E402
-from tinyevo.runtime import setup_logging  # noqa: E402
 from tinyevo.scenarios import scenario_from_config  # noqa: E402
 from tinyevo.scenarios.learners import HarnessLearner  # noqa: E402
 from tinyevo.scenarios.stage import validation_scenario  # noqa: E402
@@ -143,11 +141,7 @@ def main(argv=None):
     ap.add_argument("--passes", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     a = ap.parse_args(argv)
-    log = setup_logging()
-    cfg, _ = load_config(a.config)
-    res, out = Path(a.results), Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = run_data_dir(res, cfg)
+    log, cfg, res, out, data_dir = open_run(a)
     tune = cfg["scenarios"]["tune"]
     lrs = sorted(float(v) for v in tune["lrs"])
     rows, t0 = [], time.perf_counter()
