@@ -389,6 +389,31 @@ def test_tuning_never_reads_the_evaluation_images(setup, tmp_path):
     assert (curves["new_class_init"] == st.new_class_init).all() and (curves["settings_from"] == "validation").all()
 
 
+def test_criterion_se_is_the_spread_over_the_validation_draws(setup):
+    """validation_criteria gives one criterion per (draw, grid point), each the one a sweep on
+    that draw alone gives; the tuning table's criterion_se is their standard error."""
+    from tinyevo.scenarios.stage import validation_setup
+    from tinyevo.scenarios.tuning import run_validation, validation_criteria
+
+    sc = scenario_from_config("incremental", _raw({"stream_length": 40, "eval_size": 20}), 10, 0.01)
+    tune = {"lrs": [0.01, 0.1], "losses": ["mse_softmax", "cross_entropy"], "new_class_init": ["keep", "reset"],
+            "repetitions": 3}
+    s = validation_setup(sc, "tybox", setup["data"], tune, tflite=setup["tflite"], tybox_dir=setup["project"],
+                         device={"ram_bytes": setup["M"]}, tybox={"accounting": "total"})
+    args = (s.feats, s.W, s.b, s.scale, s.zero_point, s.capacity, s.scenario)
+    per = validation_criteria(*args, s.draws, s.points)
+    assert per["criterion"].shape == per["final"].shape == (3, 8)
+    for j, d in enumerate(s.draws):
+        alone = run_validation(*args, [d], s.points)
+        assert [r["criterion"] for r in alone] == pytest.approx(per["criterion"][j], abs=1e-12)
+        assert np.isnan([r["criterion_se"] for r in alone]).all()  # one draw: no spread to measure
+    rows = run_validation(*args, s.draws, s.points)
+    se = per["criterion"].std(axis=0, ddof=1) / np.sqrt(3)
+    assert [r["criterion_se"] for r in rows] == pytest.approx(se, abs=1e-12)
+    assert [r["criterion"] for r in rows] == pytest.approx(per["criterion"].mean(axis=0), abs=1e-12)
+    assert (se > 0).any()  # the draws differ
+
+
 def test_harness_initial_weights_are_the_generated_classifier(setup):
     from tinyevo.tybox import harness
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -116,12 +117,31 @@ def validation_scenario(scenario: Scenario, pool, log: logging.Logger | None = N
     return small
 
 
-def tune_variant(scenario: Scenario, variant: str, data_dir, tune: Mapping[str, Any], *, tflite=None,
-                 tybox_dir=None, model_path=None, device: Mapping[str, Any] | None = None,
-                 tybox: Mapping[str, Any] | None = None, compute_device: str = "auto", fixed_lr: float | None = None,
-                 fixed_loss: str | None = None, log: logging.Logger | None = None) -> pd.DataFrame:
-    """The sweep of ``scenarios.tune`` for ``variant`` on validation streams
-    (:mod:`tinyevo.scenarios.tuning`); returns its table, one row per grid point."""
+@dataclass
+class ValidationSetup:
+    """What a sweep runs on: the (validation-sized) scenario, the validation draws, the learner's
+    features of every pool image a draw uses, its starting classifier and feature quantisation,
+    the buffer capacity and the grid points."""
+    scenario: Scenario
+    variant: str
+    draws: list
+    feats: np.ndarray
+    W: np.ndarray
+    b: np.ndarray
+    scale: float
+    zero_point: int
+    capacity: int
+    points: list
+    pool_size: int
+
+
+def validation_setup(scenario: Scenario, variant: str, data_dir, tune: Mapping[str, Any], *, tflite=None,
+                     tybox_dir=None, model_path=None, device: Mapping[str, Any] | None = None,
+                     tybox: Mapping[str, Any] | None = None, compute_device: str = "auto",
+                     fixed_lr: float | None = None, fixed_loss: str | None = None,
+                     log: logging.Logger | None = None) -> ValidationSetup:
+    """The ``tune["repetitions"]`` seeded validation draws of ``variant`` and its features on
+    them (:mod:`tinyevo.scenarios.tuning`)."""
     log = log or LOG
     _check_variant(variant)
     device, tybox = dict(device or {}), dict(tybox or {})
@@ -143,8 +163,22 @@ def tune_variant(scenario: Scenario, variant: str, data_dir, tune: Mapping[str, 
                            device=device, tybox=tybox, compute_device=compute_device, log=log)
         feats = _inputs(learner, pool, draws, data_dir)  # features of every image a draw uses
         W, b, scale, zp = learner.classifier()
-    table = sweep(scenario, variant, feats, W, b, scale, zp, capacity, draws, points, log=log)
-    table["stream_length"], table["eval_size"] = scenario.stream_length, scenario.eval_size
+    return ValidationSetup(scenario, variant, draws, feats, W, b, scale, zp, capacity, points, len(pool.y))
+
+
+def tune_variant(scenario: Scenario, variant: str, data_dir, tune: Mapping[str, Any], *, tflite=None,
+                 tybox_dir=None, model_path=None, device: Mapping[str, Any] | None = None,
+                 tybox: Mapping[str, Any] | None = None, compute_device: str = "auto", fixed_lr: float | None = None,
+                 fixed_loss: str | None = None, log: logging.Logger | None = None) -> pd.DataFrame:
+    """The sweep of ``scenarios.tune`` for ``variant`` on validation streams
+    (:mod:`tinyevo.scenarios.tuning`); returns its table, one row per grid point."""
+    log = log or LOG
+    s = validation_setup(scenario, variant, data_dir, tune, tflite=tflite, tybox_dir=tybox_dir, model_path=model_path,
+                         device=device, tybox=tybox, compute_device=compute_device, fixed_lr=fixed_lr,
+                         fixed_loss=fixed_loss, log=log)
+    table = sweep(s.scenario, variant, s.feats, s.W, s.b, s.scale, s.zero_point, s.capacity, s.draws, s.points,
+                  log=log)
+    table["stream_length"], table["eval_size"] = s.scenario.stream_length, s.scenario.eval_size
     c = chosen_settings(table)
     log.info("chosen on the validation streams: lr %g, loss %s, new-class rows %s", c.lr, c.loss, c.new_class_init)
     return table

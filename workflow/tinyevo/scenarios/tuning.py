@@ -42,8 +42,8 @@ from .setup import Scenario, ScenarioError
 
 LOG = logging.getLogger("tinyevo.scenarios")
 INITS = ("keep", "reset")
-TUNE_COLUMNS = ["scenario", "variant", "lr", "loss", "new_class_init", "repetitions", "criterion", "final_mean",
-                "new_mean", "chosen"]  # tune_variant adds the validation streams' stream_length and eval_size
+TUNE_COLUMNS = ["scenario", "variant", "lr", "loss", "new_class_init", "repetitions", "criterion", "criterion_se",
+                "final_mean", "new_mean", "chosen"]  # tune_variant adds the validation streams' stream_length and eval_size
 
 
 @dataclass(frozen=True)
@@ -167,11 +167,11 @@ class BatchLearner(OnDeviceLearner):
         self.b += delta
 
 
-def run_validation(feats: np.ndarray, W, b, scale: float, zero_point: int, capacity: int, scenario: Scenario,
-                   draws: Sequence, points: Sequence[tuple[float, str, str]]) -> list[dict]:
-    """Every grid point over the validation draws (one :class:`BatchLearner` for all of them):
-    per point the criterion, the final accuracy and the final new-class accuracy, means over the
-    draws."""
+def validation_criteria(feats: np.ndarray, W, b, scale: float, zero_point: int, capacity: int, scenario: Scenario,
+                        draws: Sequence, points: Sequence[tuple[float, str, str]]) -> dict[str, np.ndarray]:
+    """Every grid point on every validation draw (one :class:`BatchLearner` for all of them):
+    arrays of shape (draws, points) of the criterion, the final accuracy and the final new-class
+    accuracy (NaN where the draw's evaluation set has no new class)."""
     steps = np.arange(scenario.stream_length + 1)
     drifted = (steps > scenario.change_point)[:, None] if scenario.has_change else np.zeros((len(steps), 1), bool)
     starts = [initial_classifier(W, b, scenario, p[2]) for p in points]
@@ -187,17 +187,34 @@ def run_validation(feats: np.ndarray, W, b, scale: float, zero_point: int, capac
         bl.push_and_train(np.repeat(sx[:, t], P, axis=0), np.repeat(sy[:, t], P))
         preds.append(bl.predict(ex))
     pred = np.stack(preds, axis=1)  # (G, steps, N)
-    out: dict[int, dict[str, list]] = {i: {"criterion": [], "final_mean": [], "new_mean": []} for i in range(P)}
+    out = {k: np.full((D, P), np.nan) for k in ("criterion", "final", "new")}
     for j, d in enumerate(draws):
         targets = np.where(drifted, d.eval_post[None, :], d.eval_pre[None, :])
         for i in range(P):
             correct = pred[j * P + i] == targets
             acc = correct.mean(axis=1)
-            out[i]["criterion"].append(criterion(acc, scenario))
-            out[i]["final_mean"].append(float(acc[-1]))
-            out[i]["new_mean"].append(float(correct[-1, d.eval_new].mean()) if d.eval_new.any() else np.nan)
-    return [{k: float(np.mean(v)) if scenario.new_classes or k != "new_mean" else np.nan for k, v in out[i].items()}
-            for i in range(P)]
+            out["criterion"][j, i] = criterion(acc, scenario)
+            out["final"][j, i] = acc[-1]
+            if d.eval_new.any():
+                out["new"][j, i] = correct[-1, d.eval_new].mean()
+    return out
+
+
+def run_validation(feats: np.ndarray, W, b, scale: float, zero_point: int, capacity: int, scenario: Scenario,
+                   draws: Sequence, points: Sequence[tuple[float, str, str]]) -> list[dict]:
+    """Every grid point over the validation draws (:func:`validation_criteria`): per point the
+    criterion, its standard error over the draws (NaN for one draw), the final accuracy and the
+    final new-class accuracy, means over the draws."""
+    per = validation_criteria(feats, W, b, scale, zero_point, capacity, scenario, draws, points)
+    D = len(draws)
+    rows = []
+    for i in range(len(points)):
+        c = per["criterion"][:, i]
+        rows.append({"criterion": float(c.mean()),
+                     "criterion_se": float(c.std(ddof=1) / np.sqrt(D)) if D > 1 else float("nan"),
+                     "final_mean": float(per["final"][:, i].mean()),
+                     "new_mean": float(per["new"][:, i].mean()) if scenario.new_classes else float("nan")})
+    return rows
 
 
 def sweep(scenario: Scenario, variant: str, feats: np.ndarray, W, b, scale: float, zero_point: int, capacity: int,
@@ -211,8 +228,8 @@ def sweep(scenario: Scenario, variant: str, feats: np.ndarray, W, b, scale: floa
     for (lr, loss, init), r in zip(points, res):
         rows.append({"scenario": scenario.name, "variant": variant, "lr": float(lr), "loss": loss,
                      "new_class_init": init, "repetitions": len(draws), **r})
-        log.info("  lr %-7g loss %-13s init %-5s criterion %.4f final %.4f new %.4f", lr, loss, init,
-                 r["criterion"], r["final_mean"], r["new_mean"])
+        log.info("  lr %-7g loss %-13s init %-5s criterion %.4f +- %.4f final %.4f new %.4f", lr, loss, init,
+                 r["criterion"], r["criterion_se"], r["final_mean"], r["new_mean"])
     df = pd.DataFrame(rows)
     best = int(np.argmax(df["criterion"].to_numpy()))  # argmax returns the first maximum
     df["chosen"] = np.arange(len(df)) == best
