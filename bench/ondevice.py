@@ -52,6 +52,16 @@ def run_data_dir(res: Path, cfg) -> Path:
     return data_dir if (data_dir / "stats.parquet").is_file() else data_dir / str(cfg["dataset"]["resolution"])
 
 
+def run_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The arguments every bench on a finished run takes: ``--config``, ``--results`` and
+    ``--out`` (default ``results/bench/<name>``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", nargs="+", default=[str(REPO / "config" / "config.yaml")])
+    ap.add_argument("--results", default=str(REPO / "results"))
+    ap.add_argument("--out", default=str(REPO / "results" / "bench" / name))
+    return ap
+
+
 def open_run(a):
     """Logging, config, results and output folders and prepared dataset of a bench on a finished
     pipeline run (the parsed ``--config``, ``--results`` and ``--out``); creates ``--out``."""
@@ -146,10 +156,7 @@ def same_settings(cfg, res: Path, data_dir: Path, out: Path, log) -> pd.DataFram
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", nargs="+", default=[str(REPO / "config" / "config.yaml")])
-    ap.add_argument("--results", default=str(REPO / "results"))
-    ap.add_argument("--out", default=str(REPO / "results" / "bench" / "ondevice"))
+    ap = run_parser(__doc__, "ondevice")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--repetitions", type=int, default=None, help="default: scenarios.repetitions")
     ap.add_argument("--same-settings", action="store_true",

@@ -28,7 +28,6 @@ Each new sample is followed by ``passes`` passes of batch-1 SGD over the buffer,
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ondevice import open_run, pool_features  # noqa: E402
+from ondevice import open_run, run_parser, pool_features  # noqa: E402
 from tinyevo.io import atomic_write_text, read_parquet, write_parquet  # noqa: E402
 from tinyevo.scenarios import scenario_from_config  # noqa: E402
 from tinyevo.scenarios.learners import HarnessLearner  # noqa: E402
@@ -133,10 +132,7 @@ def offline_head(sc, feats, labels, W, b, scale, zp, init, iters: int = 3000, lr
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", nargs="+", default=[str(REPO / "config" / "config.yaml")])
-    ap.add_argument("--results", default=str(REPO / "results"))
-    ap.add_argument("--out", default=str(REPO / "results" / "bench" / "ondevice_levers"))
+    ap = run_parser(__doc__, "ondevice_levers")
     ap.add_argument("--scenarios", nargs="+", default=["incremental"])
     ap.add_argument("--passes", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)

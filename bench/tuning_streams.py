@@ -23,7 +23,6 @@ streams is the one worth its cost (the tuning job's time grows linearly with R).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ondevice import open_run  # noqa: E402
+from ondevice import open_run, run_parser  # noqa: E402
 from tinyevo.io import atomic_write_text, write_parquet  # noqa: E402
 from tinyevo.scenarios import scenario_from_config  # noqa: E402
 from tinyevo.scenarios.setup import VARIANTS  # noqa: E402
@@ -73,10 +72,7 @@ def stability(crit: np.ndarray, pool: int, sizes, n_subsets: int, seed: int) -> 
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", nargs="+", default=[str(REPO / "config" / "config.yaml")])
-    ap.add_argument("--results", default=str(REPO / "results"))
-    ap.add_argument("--out", default=str(REPO / "results" / "bench" / "tuning_streams"))
+    ap = run_parser(__doc__, "tuning_streams")
     ap.add_argument("--scenarios", nargs="+", default=["concept_drift", "incremental", "transfer"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--pool", type=int, default=20, help="candidate streams (as many more judge)")
