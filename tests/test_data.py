@@ -4,6 +4,7 @@ every bad input, skip_corrupt, atomic outputs, and the Snakemake rule on digits.
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, run_snakemake
+from conftest import REPO, TINY
 from fixtures_data import (
     CIFAR_NAMES,
     FOLDER_CLASSES,
@@ -455,23 +456,21 @@ def test_channel_stats_matches_numpy_on_odd_blocks():
 
 # ----------------------------------------------------------------------------------- Snakemake
 @pytest.mark.slow
-def test_snakemake_data_stage_digits(tmp_path, make_config):
-    cfg, path = make_config({"dataset": {"resolution": 16, "max_per_split": 120}})
-    work = tmp_path / "work"
-    work.mkdir()
-    targets = [f"results/data/digits/{n}" for n in output_names()]
-    run_snakemake(work, path, targets=targets)
-    out = work / "results" / "data" / "digits"
+def test_snakemake_data_stage_digits(tiny_pipeline):
+    """The data rule of the shared TINY run (tests/conftest.py: digits at 16x16, 300 per split);
+    that a finished run has nothing left to do is tests/test_pipeline.py's."""
+    per_split = TINY["dataset"]["max_per_split"]
+    out = tiny_pipeline / "results" / "data" / "digits"
     data = assert_layout(out, 16, 1, 10)
-    assert [len(data[s][1]) for s in SPLITS] == [120, 120, 120]
-    log = (work / "results" / "logs" / "data" / "digits.log").read_text()
-    assert "stage data" in log and "16x16x1" in log and "train=120, val=120, test=120" in log
+    sizes = [len(data[s][1]) for s in SPLITS]
+    # digits' own validation part is smaller than the cap (180 of 1797 images); train and test are capped
+    assert dict(zip(SPLITS, sizes)) == {"train": per_split, "val": 180, "test": per_split}
+    log = (tiny_pipeline / "results" / "logs" / "data" / "digits.log").read_text()
+    assert "stage data" in log and "16x16x1" in log
+    assert re.search(r"sizes\s+" + ", ".join(f"{s}={n}" for s, n in zip(SPLITS, sizes)) + "$", log, re.M), log
     mean, std = load_stats(out)
     x = np.asarray(data["train"][0], np.float64) / 255
     np.testing.assert_allclose(mean, x.mean(axis=(0, 1, 2)), atol=1e-6)
-    # nothing to do on a second run
-    proc = run_snakemake(work, path, targets=targets, extra=["-n"])
-    assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 def test_numpy_normalisation_equals_the_torch_one_for_every_pixel_value():

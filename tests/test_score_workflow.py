@@ -1,4 +1,4 @@
-"""End-to-end: the score + rank rules on the TINY config, then a re-run served from the cache."""
+"""End-to-end: the score + rank rules of the shared TINY run, then a re-run served from the cache."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_snakemake, write_yaml
+from conftest import TINY, copy_pipeline, run_snakemake, write_yaml
 
 
 @pytest.mark.slow
-def test_score_and_rank_then_cache(tmp_path):
-    cfg = write_yaml(tmp_path / "tiny.yaml", TINY)
-    run_snakemake(tmp_path, cfg, ["results/rank/initial.parquet"])
-    res = tmp_path / "results"
+def test_score_and_rank_then_cache(tiny_pipeline, tmp_path):
+    """The scores and ranks of the shared TINY run (tests/conftest.py); then, in a copy, the gathered
+    table removed and made again: every net from the score cache, the same table and ranks."""
+    work = copy_pipeline(tiny_pipeline, tmp_path / "work")
+    cfg = work / "config.yaml"
+    res = work / "results"
     cand = pd.read_parquet(res / "space/candidates.parquet")
     ranked = pd.read_parquet(res / "rank/initial.parquet")
     names = ["snip", "synflow", "jacob_cov"]
@@ -41,7 +43,7 @@ def test_score_and_rank_then_cache(tmp_path):
     (res / "scores/initial.parquet").unlink()
     # Snakemake does not rebuild a missing intermediate file whose consumers are up to date, so the
     # gathered table is requested explicitly; rank then re-runs because its input is newer.
-    run_snakemake(tmp_path, cfg, ["results/scores/initial.parquet", "results/rank/initial.parquet"])
+    run_snakemake(work, cfg, ["results/scores/initial.parquet", "results/rank/initial.parquet"])
     again = pd.read_parquet(res / "scores/initial.parquet")
     assert again["cache_hit"].all()
     pd.testing.assert_frame_equal(first.drop(columns="cache_hit"), again.drop(columns="cache_hit"))

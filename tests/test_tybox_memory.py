@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,68 @@ def test_bad_inputs_are_named(residual_tflite, tmp_path):
         memory_terms(residual_tflite, (np.zeros((F + 1, 3)), np.zeros(3)), 10_000)
     with pytest.raises(FileNotFoundError, match="int8 feature extractor"):
         memory_terms(tmp_path / "missing.tflite", (np.zeros((F, 3)), np.zeros(3)), 10_000)
+
+
+def _save_classifier(path, layers_of, seed=0):
+    """A classifier .keras file of the layers ``layers_of(keras)`` builds on 12 features, with
+    random weights; returns (path, the model)."""
+    import keras
+
+    inp = keras.Input(shape=(12,), name="features", dtype="float32")
+    x = inp
+    for layer in layers_of(keras):
+        x = layer(x)
+    model = keras.Model(inp, x, name="classifier")
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    model.save(path)
+    return path, model
+
+
+@pytest.mark.parametrize("activation", ["linear", "softmax"])
+def test_classifier_archive_is_read_without_keras_as_keras_reads_it(tmp_path, activation):
+    """The compression stage's classifier (an input and one Dense layer) is read from the .keras
+    archive itself, and gives exactly the arrays Keras loads; a TyBox job that reads it imports
+    neither Keras nor TensorFlow."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from tinyevo.tybox.memory import _read_one_dense_archive, load_classifier_weights
+
+    path, _ = _save_classifier(tmp_path / "classifier.keras",
+                               lambda k: [k.layers.Dense(5, activation=activation, name="classifier")])
+    want_kernel, want_bias = keras.models.load_model(path, compile=False).get_layer("classifier").get_weights()
+    kernel, bias = _read_one_dense_archive(path)
+    assert kernel.shape == (12, 5) and bias.shape == (5,)
+    np.testing.assert_array_equal(kernel, want_kernel)
+    np.testing.assert_array_equal(bias, want_bias)
+    assert not np.array_equal(kernel[:, 0], kernel[:, 1])  # not a constant the test could miss
+    code = ("import sys; from tinyevo.tybox.memory import load_classifier_weights as f; "
+            f"k, b = f({str(path)!r}); print(k.shape, b.shape, 'keras' in sys.modules, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "workflow")))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["(12,", "5)", "(5,)", "False", "False"], out.stdout
+    np.testing.assert_array_equal(load_classifier_weights(path)[0], want_kernel)
+
+
+def test_other_classifier_files_go_to_keras_which_names_the_problem(tmp_path):
+    """Anything but one Dense layer with a bias and a linear or softmax activation is not read from
+    the archive: Keras loads it and the error names what is wrong."""
+    from tinyevo.tybox.memory import _read_one_dense_archive, load_classifier_weights
+
+    cases = {
+        "two_dense": (lambda k: [k.layers.Dense(6), k.layers.Dense(5)], "single Dense layer"),
+        "relu": (lambda k: [k.layers.Dense(5, activation="relu")], "activation 'relu'"),
+        "no_bias": (lambda k: [k.layers.Dense(5, use_bias=False)], "needs a bias"),
+    }
+    for name, (layers_of, message) in cases.items():
+        path, _ = _save_classifier(tmp_path / f"{name}.keras", layers_of)
+        assert _read_one_dense_archive(path) is None, name
+        with pytest.raises(ValueError, match=message):
+            load_classifier_weights(path)
+    not_an_archive = tmp_path / "weights.keras"
+    not_an_archive.write_bytes(b"not a zip file")
+    assert _read_one_dense_archive(not_an_archive) is None

@@ -64,13 +64,62 @@ from ..space.memory import (  # noqa: F401
 from .model import Graph, load_graph
 
 
+def _read_one_dense_archive(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(kernel, bias) of a Keras 3 ``.keras`` archive that holds exactly an input and one Dense
+    layer with a bias and a linear or softmax activation (what the compression stage writes), read
+    from the archive itself: its ``config.json`` and the layer's two arrays in
+    ``model.weights.h5``. Importing Keras loads TensorFlow, about 10 CPU-s per TyBox job on a slow
+    2-core host, for two arrays. None for any other file: the caller then loads it with Keras,
+    which reads every format and names what does not fit."""
+    import io
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if not {"config.json", "model.weights.h5"} <= names:
+                return None
+            config = json.loads(zf.read("config.json"))
+            weights = zf.read("model.weights.h5")
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    layers = (config.get("config") or {}).get("layers") if isinstance(config, dict) else None
+    if not isinstance(layers, list):
+        return None
+    kinds = sorted(str(layer.get("class_name")) for layer in layers if isinstance(layer, dict))
+    if len(kinds) != len(layers) or kinds != ["Dense", "InputLayer"]:
+        return None
+    dense = next(layer for layer in layers if layer["class_name"] == "Dense").get("config") or {}
+    if dense.get("activation") not in ("linear", "softmax") or dense.get("use_bias") is not True:
+        return None
+    import h5py
+
+    with h5py.File(io.BytesIO(weights), "r") as h5:
+        groups = h5.get("layers")
+        if groups is None:
+            return None
+        held = [g["vars"] for g in groups.values() if isinstance(g, h5py.Group)
+                and isinstance(g.get("vars"), h5py.Group) and len(g["vars"])]
+        if len(held) != 1 or sorted(held[0]) != ["0", "1"]:
+            return None
+        kernel, bias = np.asarray(held[0]["0"]), np.asarray(held[0]["1"])
+    units = dense.get("units")
+    if kernel.ndim != 2 or kernel.shape[1] != units or bias.shape != (units,):
+        return None
+    return kernel.astype(np.float32), bias.astype(np.float32)
+
+
 def load_classifier_weights(classifier) -> tuple[np.ndarray, np.ndarray]:
     """(kernel (F, C) float32, bias (C,) float32) from arrays or a classifier.keras path."""
     if isinstance(classifier, (str, Path)):
         p = Path(classifier)
         if not p.is_file():
             raise FileNotFoundError(f"classifier not found: {p}")
-        import keras
+        read = _read_one_dense_archive(p)
+        if read is not None:
+            return read
+        import keras  # anything else: Keras itself reads it, and names what is wrong
 
         model = keras.models.load_model(p, compile=False)
         dense = [layer for layer in model.layers if layer.get_weights()]
