@@ -47,10 +47,14 @@ run: setup toolchain
 # so alongside it saves most of its time. Its output is printed after
 # the others'; the target fails when either run fails (a SLURM run that PYTEST_ARGS deselects
 # entirely is not a failure).
+# The SLURM run collects tests/test_slurm.py alone (collecting every module costs about 12 CPU-s),
+# unless PYTEST_ARGS names test paths itself.
+SLURM_TESTS = $(if $(findstring tests/,$(PYTEST_ARGS)),,tests/test_slurm.py)
+
 test: setup toolchain
 	@slurm_log=$$(mktemp); \
-	$(BIN)/python -m pytest -m slurm -v -p no:cacheprovider $(PYTEST_ARGS) >"$$slurm_log" 2>&1 & slurm_pid=$$!; \
-	$(BIN)/python -m pytest -n auto --durations=15 -m "not slurm" $(PYTEST_ARGS); rest=$$?; \
+	$(BIN)/python -m pytest -m slurm -v -p no:cacheprovider $(SLURM_TESTS) $(PYTEST_ARGS) >"$$slurm_log" 2>&1 & slurm_pid=$$!; \
+	$(BIN)/python -m pytest -n auto --maxschedchunk 2 --durations=15 -m "not slurm" $(PYTEST_ARGS); rest=$$?; \
 	wait $$slurm_pid; slurm=$$?; \
 	echo "---- SLURM test (ran alongside) ----"; cat "$$slurm_log"; rm -f "$$slurm_log"; \
 	test $$slurm -eq 5 && slurm=0; test $$rest -eq 0 -a $$slurm -eq 0  # 5: PYTEST_ARGS deselected it

@@ -52,8 +52,9 @@ TINY = {
     "evolution": {"cycles": 6, "sample_size": 3, "checkpoint_every": 2},
     "train": {"epochs": 2, "batch_size": 32, "threads": 1},
     "final_round": {"k": 2, "epochs": [1, 1]},
-    # no top-k picks (their regret is covered by tests/test_validation.py): 6 trainings, not 15
-    "validation": {"nets": 4, "epochs": 1, "seed_nets": 2, "top_k": 0},
+    # no top-k picks (their regret is covered by tests/test_validation.py): 4 trainings (3 nets, one of
+    # them with a second seed for the noise ceiling), not 15
+    "validation": {"nets": 3, "epochs": 1, "seed_nets": 1, "top_k": 0},
     "compress": {"max_steps": 2, "finetune_epochs": 0, "representative_samples": 16, "threads": 1},
     "device": {"ram_bytes": 131072, "min_buffer_samples": 4},
     # transfer (and its C-src branch) is left out to save test time: its code path is covered by
@@ -135,6 +136,30 @@ def run_snakemake(workdir: Path, configfile: Path, targets=(), extra=(), check=T
 @pytest.fixture
 def snakemake_run():
     return run_snakemake
+
+
+# --- the order tests are handed out in --------------------------------------------------------
+
+_SHARED_RUNS = ({"tiny_pipeline"}, {"micro_pipeline", "micro_killed_run"})
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The shared runs (the TINY pipeline, the micro runs) start first, one on each xdist worker,
+    and the other tests that need them come last: a worker never waits on another's shared run
+    while tests it could run are left (with `make test`'s --maxschedchunk 2 the first two tests go
+    to the first worker, the next two to the second). The order is the same on every worker."""
+    def needs(item, names) -> bool:
+        return bool(names & set(getattr(item, "fixturenames", ())))
+
+    groups = [[i for i in items if needs(i, names) and not any(needs(i, n) for n in _SHARED_RUNS[:k])]
+              for k, names in enumerate(_SHARED_RUNS)]
+    shared = {id(i) for g in groups for i in g}
+    rest = [i for i in items if id(i) not in shared]
+    firsts = [g[0] for g in groups if g]
+    head = []
+    for k, first in enumerate(firsts):
+        head += [first, *rest[k:k + 1]]
+    items[:] = head + rest[len(firsts):] + [i for g in groups for i in g[1:]]
 
 
 # --- one full TINY pipeline run per test session, shared by every test (and xdist worker) ---
@@ -349,12 +374,21 @@ def micro_kill_points(work: Path) -> list[tuple[str, object, str]]:
     ]
 
 
+def _drop_locks(work: Path) -> None:
+    """What ``snakemake --unlock`` does after a killed run (the lock files of .snakemake/locks
+    removed), without the 3 to 4 CPU-s of a Snakemake start; the command itself is run once."""
+    locks = sorted((work / ".snakemake" / "locks").glob("*.lock"))
+    assert locks, f"no lock left in {work} by the killed run"
+    for lock in locks:
+        lock.unlink()
+
+
 @pytest.fixture(scope="session")
 def micro_killed_run(tmp_path_factory) -> Path:
     """Work directory of MICRO_PIPELINE run to MICRO_TARGETS at --cores 1, its Snakemake process
     group SIGKILLed in the scoring, the evolution, the training and the compression; after each
-    kill a plain re-run (refused: the directory is locked), ``--unlock`` and the re-run that goes
-    on to the next kill, then the re-run to the end. ``kills.json`` records every kill and
+    kill the locks are removed (after the first: a plain re-run, refused as the directory is locked,
+    then ``--unlock``) and the re-run goes on to the next kill, then the re-run to the end. ``kills.json`` records every kill and
     ``locked.txt`` the refused re-run. Compared with :func:`micro_pipeline` (--cores 2, never
     interrupted) it checks both the kill-and-rerun and the --cores guarantee with one extra run."""
     import json
@@ -365,16 +399,17 @@ def micro_killed_run(tmp_path_factory) -> Path:
         log = work / "snakemake.out"
         records = []
         for i, (stage, marker, output) in enumerate(micro_kill_points(work)):
-            if i == 1:
+            if i == 1:  # once, as a user meets it: the re-run is refused, then --unlock
                 locked = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
                 (work / "locked.txt").write_text(f"{locked.returncode}\n{locked.stdout}{locked.stderr}")
-            if i > 0:
                 subprocess.run([*cmd, "--unlock"], capture_output=True, text=True, timeout=300, check=True)
+            elif i > 1:
+                _drop_locks(work)
             rec = run_and_kill(cmd, log, marker, MICRO_TIMEOUT / 4)
             rec.update(stage=stage, output_missing=not (work / output).exists())
             records.append(rec)
         (work / "kills.json").write_text(json.dumps(records, indent=1))
-        subprocess.run([*cmd, "--unlock"], capture_output=True, text=True, timeout=300, check=True)
+        _drop_locks(work)
         final = run_and_kill(cmd, log, lambda: False, MICRO_TIMEOUT / 2)
         if final["returncode"] != 0:
             raise AssertionError(f"the final re-run failed:\n{log.read_text()[-6000:]}")
