@@ -387,9 +387,9 @@ def _drop_locks(work: Path) -> None:
 def micro_killed_run(tmp_path_factory) -> Path:
     """Work directory of MICRO_PIPELINE run to MICRO_TARGETS at --cores 1, its Snakemake process
     group SIGKILLed in the scoring, the evolution, the training and the compression; after each
-    kill the locks are removed (after the first: a plain re-run, refused as the directory is locked,
-    then ``--unlock``) and the re-run goes on to the next kill, then the re-run to the end. ``kills.json`` records every kill and
-    ``locked.txt`` the refused re-run. Compared with :func:`micro_pipeline` (--cores 2, never
+    kill the locks are removed (after the first as a user meets it: a plain re-run, refused as the
+    directory is locked, then ``--unlock``) and the re-run goes on to the next kill, then the
+    re-run to the end. ``kills.json`` records every kill and ``locked.txt`` the refused re-run. Compared with :func:`micro_pipeline` (--cores 2, never
     interrupted) it checks both the kill-and-rerun and the --cores guarantee with one extra run."""
     import json
 

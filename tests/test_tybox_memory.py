@@ -123,7 +123,7 @@ def test_bad_inputs_are_named(residual_tflite, tmp_path):
 
 def _save_classifier(path, layers_of, seed=0):
     """A classifier .keras file of the layers ``layers_of(keras)`` builds on 12 features, with
-    random weights; returns (path, the model)."""
+    random weights; returns its path."""
     import keras
 
     inp = keras.Input(shape=(12,), name="features", dtype="float32")
@@ -134,7 +134,7 @@ def _save_classifier(path, layers_of, seed=0):
     rng = np.random.default_rng(seed)
     model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
     model.save(path)
-    return path, model
+    return path
 
 
 @pytest.mark.parametrize("activation", ["linear", "softmax"])
@@ -149,8 +149,8 @@ def test_classifier_archive_is_read_without_keras_as_keras_reads_it(tmp_path, ac
 
     from tinyevo.tybox.memory import _read_one_dense_archive, load_classifier_weights
 
-    path, _ = _save_classifier(tmp_path / "classifier.keras",
-                               lambda k: [k.layers.Dense(5, activation=activation, name="classifier")])
+    path = _save_classifier(tmp_path / "classifier.keras",
+                            lambda k: [k.layers.Dense(5, activation=activation, name="classifier")])
     want_kernel, want_bias = keras.models.load_model(path, compile=False).get_layer("classifier").get_weights()
     kernel, bias = _read_one_dense_archive(path)
     assert kernel.shape == (12, 5) and bias.shape == (5,)
@@ -177,7 +177,7 @@ def test_other_classifier_files_go_to_keras_which_names_the_problem(tmp_path):
         "no_bias": (lambda k: [k.layers.Dense(5, use_bias=False)], "needs a bias"),
     }
     for name, (layers_of, message) in cases.items():
-        path, _ = _save_classifier(tmp_path / f"{name}.keras", layers_of)
+        path = _save_classifier(tmp_path / f"{name}.keras", layers_of)
         assert _read_one_dense_archive(path) is None, name
         with pytest.raises(ValueError, match=message):
             load_classifier_weights(path)

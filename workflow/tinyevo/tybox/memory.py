@@ -68,8 +68,8 @@ def _read_one_dense_archive(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(kernel, bias) of a Keras 3 ``.keras`` archive that holds exactly an input and one Dense
     layer with a bias and a linear or softmax activation (what the compression stage writes), read
     from the archive itself: its ``config.json`` and the layer's two arrays in
-    ``model.weights.h5``. Importing Keras loads TensorFlow, about 10 CPU-s per TyBox job on a slow
-    2-core host, for two arrays. None for any other file: the caller then loads it with Keras,
+    ``model.weights.h5``. Importing Keras loads TensorFlow for two arrays: about 10 CPU-s alone on
+    a slow 2-core host, and a TyBox job there takes about 6 CPU-s less without it. None for any other file: the caller then loads it with Keras,
     which reads every format and names what does not fit."""
     import io
     import json
