@@ -177,6 +177,11 @@ def tables(measured=True, step=0):
         "concept_drift": ("C", pd.DataFrame({"variant": ["tybox", "tinyol", "float"], "repetitions": [5] * 3,
                                              "capacity": [79, 1, 79], "final_mean": [0.957, 0.959, 0.9591],
                                              "final_std": [0.015248, 0.015166, 0.016355]})),
+        "incremental": ("C-inc", pd.DataFrame({"variant": ["tybox", "tinyol", "float"], "repetitions": [5] * 3,
+                                               "capacity": [79, 1, 79], "final_mean": [0.897, 0.86, 0.895],
+                                               "final_std": [0.013, 0.04, 0.017],
+                                               "final_new_mean": [0.72, 0.525, 0.7204],
+                                               "final_old_mean": [0.941, 0.944, 0.939]})),
         "transfer": ("C-src", pd.DataFrame({"variant": ["tybox", "tinyol", "float"], "repetitions": [5] * 3,
                                             "capacity": [99, 1, 99], "final_mean": [0.646, 0.463, 0.643],
                                             "final_std": [0.021909, 0.059854, 0.012042]})),
@@ -207,14 +212,19 @@ def test_front_page_lines():
             "TyBox budget ``tybox.accounting = total``: net + buffer 1,048,443 B (100.0 %)") in lines
     assert "* on-device buffer: **79 samples** (``device.min_buffer_samples`` = 20)" in lines
     assert "**On-device learning, final accuracy (mean ± std over 5 repetitions)**" in lines
+    thesis = "; thesis (CIFAR-10, its own net and longer streams), "
     assert ("* **concept drift** (net C, buffer 79): TyBox **95.7 %** ± 1.5, TinyOL 95.9 % ± 1.5, "
-            "float 95.9 % ± 1.6") in lines
-    assert "* **transfer** (net C-src, buffer 99): TyBox **64.6 %** ± 2.2, TinyOL 46.3 % ± 6.0, float 64.3 % ± 1.2" \
-        in lines
+            "float 95.9 % ± 1.6" + thesis + "TyBox 65.8 % ± 1.9, TinyOL 61.3 % ± 1.4, float 77.8 % ± 0.7") in lines
+    # incremental learning: the new classes' final accuracy per learner, and the thesis's (it gives only those)
+    assert ("* **incremental** (net C-inc, buffer 79): TyBox **89.7 %** ± 1.3 (new classes 72.0 %), "
+            "TinyOL 86.0 % ± 4.0 (new classes 52.5 %), float 89.5 % ± 1.7 (new classes 72.0 %)"
+            + thesis + "new classes: TyBox 35.3-46.4 %, TinyOL 24.3 %") in lines
+    assert ("* **transfer** (net C-src, buffer 99): TyBox **64.6 %** ± 2.2, TinyOL 46.3 % ± 6.0, float 64.3 % ± 1.2"
+            + thesis + "TyBox 32.0-38.1 %, TinyOL 2.1 % ± 2.0, float 50.5 % ± 9.2") in lines
     body = rst_to_html(rst)
     assert f'<span class="pre">{ARCH}</span>' in body and "<strong>96.7 %</strong>" in body
     html = page_html(page)
-    assert f"<code>{ARCH}</code>" in html and "<b>79 samples</b>" in html and html.count("<li>") == 7
+    assert f"<code>{ARCH}</code>" in html and "<b>79 samples</b>" in html and html.count("<li>") == 8
     assert not any("on the target" in x for x in lines)  # no target table: no target line
 
 
@@ -256,7 +266,13 @@ def test_front_page_bad_tables():
     # a scenario without the float variant (scenarios.variants) shows the variants it has
     scen["transfer"] = ("C-src", scen["transfer"][1].iloc[:2])
     lines = page_rst(front_page(choice, compress, memory, scen, DEVICE, "total")).splitlines()
-    assert "* **transfer** (net C-src, buffer 99): TyBox **64.6 %** ± 2.2, TinyOL 46.3 % ± 6.0" in lines
+    assert any(x.startswith("* **transfer** (net C-src, buffer 99): TyBox **64.6 %** ± 2.2, TinyOL 46.3 % ± 6.0; "
+                            "thesis") for x in lines)
+    # a scenario the thesis did not run has no thesis figures
+    scen = {"my_drift": scen["concept_drift"]}
+    lines = page_rst(front_page(choice, compress, memory, scen, DEVICE, "total")).splitlines()
+    assert ("* **my drift** (net C, buffer 79): TyBox **95.7 %** ± 1.5, TinyOL 95.9 % ± 1.5, "
+            "float 95.9 % ± 1.6") in lines
 
 
 # ---------------------------------------------------------------- in the pipeline (shared TINY run)

@@ -20,7 +20,13 @@ Sources (one table each, nothing recomputed):
 * the build target: ``results/tybox/C/target.parquet`` (``tybox.target``; on ``cortex-m4f`` the
   instructions QEMU executes per inference and per training step, instructions per MAC);
 * the scenarios: ``results/scenarios/<scenario>/summary.parquet`` (final accuracy, mean and
-  standard deviation over the repetitions, per variant tybox / tinyol / float).
+  standard deviation over the repetitions, per variant tybox / tinyol / float; in incremental
+  learning also the final accuracy on the new classes).
+
+Next to each scenario of the thesis the page states the thesis's own figures (``THESIS``), which
+come from another task: M. Lacava, "Neural Architecture Search for Tiny Incremental On-Device
+Learning" (Politecnico di Milano, 2023), a CIFAR-10 net (79.3 % float; its 801 kB int8
+deployment 75.0 %) on streams of 800 (drift) and 700 samples, transfer from CIFAR-10 to Imagenette.
 """
 
 from __future__ import annotations
@@ -37,6 +43,16 @@ VARIANT_NAMES = {"tybox": "TyBox", "tinyol": "TinyOL", "float": "float"}
 #: (text, style) pieces of one line; style is "" (plain), "code" or "bold"
 Line = list
 
+#: The thesis's final accuracies (mean, std; a (low, high) pair where it reports its two TyBox
+#: deployments, 801 kB and 1.19 MB; std None where it gives none) per scenario and variant, and
+#: what they measure (``what``: "final" accuracy on all classes, "new" on the new classes only).
+THESIS = {
+    "concept_drift": {"what": "final", "tybox": (0.658, 0.019), "tinyol": (0.613, 0.014), "float": (0.778, 0.007)},
+    "incremental": {"what": "new", "tybox": ((0.353, 0.464), None), "tinyol": (0.243, None)},
+    "transfer": {"what": "final", "tybox": ((0.320, 0.381), None), "tinyol": (0.021, 0.020), "float": (0.505, 0.092)},
+}
+THESIS_TASK = "CIFAR-10, its own net and longer streams"
+
 
 @dataclass
 class ScenarioLine:
@@ -45,6 +61,7 @@ class ScenarioLine:
     repetitions: int
     capacity: int | None
     final: dict[str, tuple[float, float]]  # variant -> (mean, std) of the final accuracy
+    new: dict[str, float] = field(default_factory=dict)  # variant -> mean final accuracy on the new classes
 
 
 @dataclass
@@ -111,15 +128,17 @@ def scenario_line(name: str, net: str, summary: pd.DataFrame) -> ScenarioLine:
     for c in ("variant", "final_mean", "final_std"):
         if c not in summary.columns:
             raise ValueError(f"scenario {name!r} summary: no column {c!r}")
-    final = {}
+    final, new = {}, {}
     for v in VARIANTS:
         rows = summary[summary["variant"] == v]
         if len(rows):
             final[v] = (float(rows["final_mean"].iloc[0]), float(rows["final_std"].iloc[0]))
+            if "final_new_mean" in rows.columns and pd.notna(rows["final_new_mean"].iloc[0]):
+                new[v] = float(rows["final_new_mean"].iloc[0])
     tybox = summary[summary["variant"] == "tybox"]
     cap = int(tybox["capacity"].iloc[0]) if len(tybox) and "capacity" in summary.columns else None
     reps = int(summary["repetitions"].max()) if "repetitions" in summary.columns and len(summary) else 0
-    return ScenarioLine(name=name, net=net, repetitions=reps, capacity=cap, final=final)
+    return ScenarioLine(name=name, net=net, repetitions=reps, capacity=cap, final=final, new=new)
 
 
 def front_page(choice: pd.DataFrame, compress: pd.DataFrame, memory: pd.DataFrame,
@@ -221,8 +240,26 @@ def page_lines(p: FrontPage) -> tuple[list[Line], list[Line]]:
             parts.append((_pct(mean), "bold" if v == "tybox" else ""))
             if math.isfinite(std):
                 parts.append((f" ± {100 * std:.1f}", ""))
+            if v in s.new:
+                parts.append((f" (new classes {_pct(s.new[v])})", ""))
+        parts += _thesis_pieces(s.name)
         scen.append(parts)
     return net, scen
+
+
+def _thesis_value(value, std) -> str:
+    text = (f"{100 * value[0]:.1f}-{100 * value[1]:.1f} %" if isinstance(value, tuple) else _pct(value))
+    return text + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def _thesis_pieces(name: str) -> Line:
+    """The thesis's figures of scenario ``name`` (none for a scenario it did not run)."""
+    t = THESIS.get(name)
+    if not t:
+        return []
+    what = "new classes: " if t["what"] == "new" else ""
+    figs = ", ".join(f"{VARIANT_NAMES[v]} {_thesis_value(*t[v])}" for v in VARIANTS if v in t)
+    return [(f"; thesis ({THESIS_TASK}), {what}{figs}", "")]
 
 
 def _scenario_heading(p: FrontPage) -> str:
