@@ -48,3 +48,30 @@ def test_paired_differences_match_a_paired_t_test(tmp_path):
 def test_no_curves_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no scenarios/\\*/curves.parquet under"):
         _load().table(tmp_path)
+
+
+def test_after_change_pairs_the_mean_accuracy_after_the_change_point(tmp_path):
+    """--metric after_change: each repetition's mean over the steps after the run's change point
+    (read from config.resolved.yaml); transfer, which has no change, over every step >= 1."""
+    mod = _load()
+    res = tmp_path / "results"
+    rng = np.random.default_rng(0)
+    acc = {v: rng.uniform(0.2, 0.9, size=(4, 7)) for v in ("tybox", "tinyol")}  # 4 repetitions, steps 0..6
+    for scenario in ("incremental", "transfer"):
+        rows = [{"scenario": scenario, "variant": v, "repetition": r, "step": s, "accuracy": a[r, s]}
+                for v, a in acc.items() for r in range(4) for s in range(7)]
+        (res / "scenarios" / scenario).mkdir(parents=True)
+        pd.DataFrame(rows).to_parquet(res / "scenarios" / scenario / "curves.parquet")
+    (res / "config.resolved.yaml").write_text("scenarios:\n  change_point: 3\n  stream_length: 6\n")
+    df = mod.table(res, "after_change").set_index("scenario")
+    for scenario, start in (("incremental", 4), ("transfer", 1)):
+        diff = acc["tybox"][:, start:].mean(axis=1) - acc["tinyol"][:, start:].mean(axis=1)
+        assert df.loc[scenario, "mean_points"] == pytest.approx(100 * diff.mean())
+        assert df.loc[scenario, "sd_points"] == pytest.approx(100 * diff.std(ddof=1))
+    # an explicit change point wins over the run's
+    other = mod.table(res, "after_change", change_point=1).set_index("scenario")
+    diff = acc["tybox"][:, 2:].mean(axis=1) - acc["tinyol"][:, 2:].mean(axis=1)
+    assert other.loc["incremental", "mean_points"] == pytest.approx(100 * diff.mean())
+    (res / "config.resolved.yaml").unlink()
+    with pytest.raises(SystemExit, match="give --change-point"):
+        mod.table(res, "after_change")

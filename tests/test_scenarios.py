@@ -15,6 +15,7 @@ from tinyevo.config import load_config
 from tinyevo.scenarios import ScenarioError, scenario_from_config
 from tinyevo.scenarios.stage import gather, plot_scenario, run_variant
 from tinyevo.scenarios.streams import check_pool, draw, held_out_pool
+from tinyevo.scenarios.tuning import criterion
 
 BUFFER = 12  # N_B of the tiny deployment (device.ram_bytes chosen to fit exactly this many samples)
 
@@ -249,6 +250,13 @@ def test_harness_and_float_curves_have_the_same_format(setup, tmp_path):
     last = ty[ty.step == 40]
     assert summary.loc[0, "final_mean"] == pytest.approx(last["accuracy"].mean())
     assert summary.loc[0, "final_new_std"] == pytest.approx(last["acc_new"].std(ddof=1))
+    # after_change: each repetition's mean over the steps after the change point, as the tuning's
+    # criterion computes it from that repetition's curve, then mean / std over the repetitions
+    per_rep = [criterion(r.sort_values("step")["accuracy"].to_numpy(), sc) for _, r in ty.groupby("repetition")]
+    assert summary.loc[0, "after_change_mean"] == pytest.approx(np.mean(per_rep))
+    assert summary.loc[0, "after_change_std"] == pytest.approx(np.std(per_rep, ddof=1))
+    new_rep = ty[ty.step > sc.change_point].groupby("repetition")["acc_new"].mean()
+    assert summary.loc[0, "after_change_new_mean"] == pytest.approx(new_rep.mean())
     plot_scenario(tmp_path / "curves.parquet", tmp_path / "curves.png", sc.change_point)
     assert (tmp_path / "curves.png").stat().st_size > 1000
     again = gather(parts, tmp_path / "c2.parquet", tmp_path / "s2.parquet", sc.change_point)

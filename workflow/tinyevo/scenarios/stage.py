@@ -274,7 +274,11 @@ def _std(v: pd.Series) -> float:
 
 def summarise(curves: pd.DataFrame, change_point: int) -> pd.DataFrame:
     """Per variant: final accuracy mean and std over repetitions (and of old / new classes for
-    incremental), the accuracy at the change point and the lowest accuracy after it (means)."""
+    incremental), the accuracy at the change point and the lowest accuracy after it (means), and
+    ``after_change``: the mean accuracy over the steps after the change point (every step >= 1
+    for transfer), the tuning's criterion (:func:`tinyevo.scenarios.tuning.criterion`) measured on
+    the evaluation streams, so a learner that adapts sooner scores higher even where every
+    learner ends at the same accuracy (mean and std over repetitions, old / new classes too)."""
     rows = []
     order = {v: i for i, v in enumerate(VARIANTS)}
     for variant, g in sorted(curves.groupby("variant"), key=lambda kv: order.get(kv[0], 99)):
@@ -295,6 +299,12 @@ def summarise(curves: pd.DataFrame, change_point: int) -> pd.DataFrame:
                 tag = col.split("_")[1]
                 row[f"final_{tag}_mean"] = float(last[col].mean())
                 row[f"final_{tag}_std"] = _std(last[col])
+        steps = g[g["step"] > (change_point if has_change else 0)]
+        for col in ["accuracy"] + [c for c in OLD_NEW if c in g.columns]:
+            per_rep = steps.groupby("repetition")[col].mean()
+            tag = "" if col == "accuracy" else "_" + col.split("_")[1]
+            row[f"after_change{tag}_mean"] = float(per_rep.mean()) if len(per_rep) else float("nan")
+            row[f"after_change{tag}_std"] = _std(per_rep)
         rows.append(row)
     return pd.DataFrame(rows)
 
