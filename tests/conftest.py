@@ -122,9 +122,10 @@ def make_config(tmp_path):
     return _make
 
 
-def run_snakemake(workdir: Path, configfile: Path, targets=(), extra=(), check=True, timeout=1800):
-    """Run the repo's workflow with ``workdir`` as working directory (results/ lands there)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+def run_snakemake(workdir: Path, configfile: Path, targets=(), extra=(), check=True, timeout=1800, snakefile=None):
+    """Run the repo's workflow (or ``snakefile``, a copy of it) with ``workdir`` as working
+    directory (results/ lands there)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile or REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(configfile), "--cores", "2", "--nolock", *extra, *targets]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

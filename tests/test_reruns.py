@@ -239,3 +239,38 @@ def test_style_change_reruns_only_plots_and_report(changed, graph):
     plot_rules = {r for r in graph if "plot" in r}
     assert plot_rules <= planned, (f"plot rules not re-run by a style change (no 'style' param?): "
                                    f"{sorted(plot_rules - planned)}\n" + _explain(jobs, out))
+
+
+def test_library_change_reruns_the_rules_whose_scripts_import_it(tiny_pipeline, graph, tmp_path):
+    """A change to a tinyevo module re-runs the rules whose scripts import it (their `code` param,
+    tinyevo.codehash) and what follows, nothing else. Run on a copy of the workflow, so the
+    repository's own code is not touched."""
+    import shutil
+
+    from conftest import REPO
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy2(REPO / "Snakefile", repo / "Snakefile")
+    for d in ("workflow", "envs"):
+        shutil.copytree(REPO / d, repo / d, ignore=shutil.ignore_patterns("__pycache__"))
+    work = copy_pipeline(tiny_pipeline, tmp_path / "work")
+    cfg = work / "config.yaml"
+
+    def plan():
+        proc = run_snakemake(work, cfg, targets=["all"], extra=["-n"], timeout=600, snakefile=repo / "Snakefile")
+        out = proc.stdout + "\n" + proc.stderr
+        return planned_jobs(out), out
+
+    jobs, out = plan()
+    assert jobs == {}, "the untouched copy of the workflow plans jobs:\n" + _explain(jobs, out)
+
+    stage = repo / "workflow" / "tinyevo" / "scenarios" / "stage.py"
+    stage.write_text(stage.read_text() + "\n# a change\n")
+    jobs, out = plan()
+    scenario_rules = {r for r in graph if r.startswith("scenario_")}
+    assert scenario_rules >= {"scenario_tune", "scenario_run", "scenario_gather"}, sorted(graph)
+    expected = set().union(scenario_rules, *(descendants(graph, r) for r in scenario_rules))
+    assert set(jobs) == expected, (
+        f"unexpected: {sorted(set(jobs) - expected)}, missing: {sorted(expected - set(jobs))}\n" + _explain(jobs, out))
+    assert re.search(r"(?i)params have changed", out), _explain(jobs, out)

@@ -10,6 +10,17 @@ def env(name):
     return f"../../envs/{name}.yaml"
 
 
+from tinyevo.codehash import script_digest as _script_digest
+
+
+def code_of(script):
+    """A rule's `code` param: the digest of the tinyevo modules (and their data files) that
+    workflow/scripts/<script>.py imports, transitively (tinyevo.codehash). Snakemake's own code
+    trigger hashes the script file only; with this param a change to the library code a rule
+    runs re-runs that rule, and a change elsewhere in the package does not."""
+    return _script_digest(script)
+
+
 def log_of(stage, name="main"):
     return f"{RESULTS}/logs/{stage}/{name}.log"
 

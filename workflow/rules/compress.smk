@@ -20,6 +20,7 @@ rule compress:
     wildcard_constraints:
         net="C|NC|C-inc|C-src",
     params:
+        code=code_of("compress"),
         compress=config["compress"],
         device=config["device"],
         accounting=config["tybox"]["accounting"],
@@ -54,6 +55,7 @@ rule compress_plot:
     wildcard_constraints:
         net="C|NC|C-inc|C-src",
     params:
+        code=code_of("compress_plot"),
         style=config["report"]["style"],
         dpi=config["report"]["dpi"],
     log:

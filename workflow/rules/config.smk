@@ -10,6 +10,7 @@ rule resolved_config:
     output:
         f"{RESULTS}/config.resolved.yaml",
     params:
+        code=code_of("resolved_config"),
         text=dump_yaml(_RESOLVED_DOC),
     log:
         log_of("config"),

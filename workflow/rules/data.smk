@@ -16,6 +16,7 @@ rule data:
     output:
         **DATA_FILES,
     params:
+        code=code_of("data"),
         dataset=config["dataset"],
     log:
         log_of("data", DATASET),

@@ -26,6 +26,7 @@ rule evolve:
         pareto=f"{EVO_DIR}/pareto.parquet",
         hypervolume=f"{EVO_DIR}/hypervolume.parquet",
     params:
+        code=code_of("evolve"),
         evolution=config["evolution"],
         constraints=config["constraints"],
         target={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},
@@ -65,6 +66,7 @@ rule evolve_plots:
         pareto=report(EVO_PLOTS[3], caption="../report/evolution_pareto.rst", category="Evolution"),
         hypervolume=report(EVO_PLOTS[4], caption="../report/evolution_hypervolume.rst", category="Evolution"),
     params:
+        code=code_of("evolve_plots"),
         objectives=config["evolution"]["objectives"],
         constraints=config["constraints"],
         target={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},

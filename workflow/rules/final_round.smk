@@ -43,6 +43,7 @@ rule final_round_candidates:
     wildcard_constraints:
         net="C|NC",
     params:
+        code=code_of("final_candidates"),
         k=FINAL["k"],
         nc_limits=FINAL["nc_limits"],
         constraints=config["constraints"],
@@ -76,6 +77,7 @@ rule final_round_train:
         round=r"\d+",
         slot=r"\d+",
     params:
+        code=code_of("final_train"),
         k=FINAL["k"],
         epochs=FINAL_EPOCHS,
         keep=FINAL["keep"],
@@ -108,6 +110,8 @@ rule final_round_gather:
     wildcard_constraints:
         net="C|NC",
         round=r"\d+",
+    params:
+        code=code_of("final_gather"),
     log:
         log_of("final_round", "{net}_round{round}"),
     benchmark:
@@ -133,6 +137,7 @@ rule final_round_choice:
         finalists=FINAL_OUTPUTS["finalists"],
         choice=FINAL_OUTPUTS["choice"],
     params:
+        code=code_of("final_choice"),
         nets=FINAL_NETS,
         rounds=len(FINAL_EPOCHS),
         keep=FINAL["keep"],
@@ -158,6 +163,7 @@ rule plot_final_round:
     output:
         report(FINAL_OUTPUTS["plot"], caption="../report/final_round.rst", category="Evolution"),
     params:
+        code=code_of("final_plot"),
         style=config["report"]["style"],
         dpi=config["report"]["dpi"],
     log:

@@ -139,6 +139,7 @@ rule report_tables:
     wildcard_constraints:
         section="|".join(REPORT_SECTIONS),
     params:
+        code=code_of("report_tables"),
         titles=lambda wildcards: {name: name.replace("_", " ") for name in _section_tables(wildcards)},
         captions=lambda wildcards: {name: REPORT_TABLES[name][2] for name in _section_tables(wildcards)},
         max_rows=2000,
@@ -171,6 +172,7 @@ rule report_summary:
         html=report(REPORT_SUMMARY["html"], caption="../report/summary.rst", category="Summary",
                     labels={"table": "summary"}),
     params:
+        code=code_of("report_summary"),
         device=config["device"],
         accounting=config["tybox"]["accounting"],
         scenarios={s: _SCEN_NET[s] for s in SCENARIO_NAMES},
@@ -215,6 +217,7 @@ rule report_stage_times:
         jobs_html=report(STAGE_TIMES["jobs_html"], caption="../report/stage_times.rst",
                          category="Performance", labels={"table": "job_times"}),
     params:
+        code=code_of("report_stage_times"),
         bench_dir=f"{RESULTS}/benchmarks",
     log:
         log_of("report", "stage_times"),

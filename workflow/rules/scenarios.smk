@@ -25,6 +25,7 @@ rule scenario_tune:
         scenario="|".join(_SCENARIOS),
         variant="|".join(_SCEN_VARIANTS),
     params:
+        code=code_of("scenario_tune"),
         data_dir=DATA_DIR,
         scenarios=_scenario_settings,
         num_classes=config["search_space"]["num_classes"],
@@ -57,6 +58,7 @@ rule scenario_run:
         scenario="|".join(_SCENARIOS),
         variant="|".join(_SCEN_VARIANTS),
     params:
+        code=code_of("scenario_run"),
         data_dir=DATA_DIR,
         scenarios=_scenario_settings,
         num_classes=config["search_space"]["num_classes"],
@@ -88,6 +90,7 @@ rule scenario_gather:
     wildcard_constraints:
         scenario="|".join(_SCENARIOS),
     params:
+        code=code_of("scenario_gather"),
         change_point=config["scenarios"]["change_point"],
     log:
         log_of("scenarios", "{scenario}_gather"),
@@ -112,6 +115,7 @@ rule scenario_plot:
     wildcard_constraints:
         scenario="|".join(_SCENARIOS),
     params:
+        code=code_of("scenario_plot"),
         change_point=config["scenarios"]["change_point"],
         style=config["report"]["style"],
         dpi=config["report"]["dpi"],

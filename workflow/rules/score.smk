@@ -34,6 +34,7 @@ rule score_shard:
     wildcard_constraints:
         scatteritem=r"\d+-of-\d+",
     params:
+        code=code_of("score_shard"),
         proxies={**{k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
                  "threads": config["scoring"]["threads"]},
         search_space=config["search_space"],
@@ -60,6 +61,7 @@ rule score_gather:
     output:
         f"{RESULTS}/scores/initial.parquet",
     params:
+        code=code_of("score_gather"),
         cache_dir=SCORE_CACHE,
     log:
         log_of("score", "gather"),
@@ -82,6 +84,7 @@ rule rank_initial:
     output:
         **RANK_OUTPUTS,
     params:
+        code=code_of("rank"),
         names=config["proxies"]["names"],
         weights=config["proxies"]["weights"],
         ranking=config["ranking"],
@@ -113,6 +116,7 @@ rule proxy_informativeness:
         html=report(INFORMATIVENESS["html"], caption="../report/proxy_informativeness.rst", category="Proxies",
                     labels={"table": "proxy_informativeness"}),
     params:
+        code=code_of("informativeness"),
         proxies={**{k: config["proxies"][k] for k in ("names", "batch_size", "seed")},
                  "threads": config["scoring"]["threads"]},
         informativeness=config["proxies"]["informativeness"],

@@ -7,6 +7,7 @@ rule enumerate_space:
     output:
         candidates=f"{RESULTS}/space/candidates.parquet",
     params:
+        code=code_of("enumerate_space"),
         search_space=config["search_space"],
         constraints=config["constraints"],
         device={k: config["device"][k] for k in ("ram_bytes", "min_buffer_samples")},

@@ -46,6 +46,7 @@ rule train:
     wildcard_constraints:
         net=_TRAIN_NET_RE,
     params:
+        code=code_of("train"),
         train=_train_settings(),
         search_space=config["search_space"],
         classes=_train_subset,
@@ -80,6 +81,7 @@ rule plot_training:
     wildcard_constraints:
         net=_TRAIN_NET_RE,
     params:
+        code=code_of("train_plot"),
         style=config["report"]["style"],
         dpi=config["report"]["dpi"],
     log:
@@ -104,6 +106,7 @@ rule validation_plan:
         plan=f"{VALIDATION_DIR}/plan.parquet",
         measures=f"{VALIDATION_DIR}/measures.parquet",
     params:
+        code=code_of("validate_plan"),
         proxies=config["proxies"]["names"],
         method=_VALIDATION_METHOD,
         weights=config["proxies"].get("weights"),
@@ -138,6 +141,7 @@ rule validate_net:
     wildcard_constraints:
         i=r"\d+",
     params:
+        code=code_of("validate_net"),
         search_space=config["search_space"],
         train=_VALIDATION_SETTINGS,
         device=config["compute"]["device"],
@@ -169,6 +173,7 @@ rule validation_gather:
         correlations=f"{VALIDATION_DIR}/correlations.parquet",
         noise=f"{VALIDATION_DIR}/noise.parquet",
     params:
+        code=code_of("validate_gather"),
         proxies=config["proxies"]["names"],
         bootstrap=config["validation"]["bootstrap"],
         top_frac=config["validation"]["top_frac"],
@@ -199,6 +204,7 @@ rule plot_validation:
             for p in expand(f"{VALIDATION_DIR}/scatter_{{measure}}.png", measure=VALIDATION_MEASURES)
         ],
     params:
+        code=code_of("validate_plot"),
         measures=VALIDATION_MEASURES,
         style=config["report"]["style"],
         dpi=config["report"]["dpi"],

@@ -15,6 +15,7 @@ rule tybox:
         memory=f"{RESULTS}/tybox/{{net}}/memory.parquet",
         target=f"{RESULTS}/tybox/{{net}}/target.parquet",
     params:
+        code=code_of("tybox"),
         tybox=config["tybox"],
         device=config["device"],
         seed=config["seed"],
