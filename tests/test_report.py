@@ -228,6 +228,20 @@ def test_front_page_lines():
     assert not any("on the target" in x for x in lines)  # no target table: no target line
 
 
+def test_front_page_gives_the_mean_accuracy_after_the_change_where_the_summary_has_it():
+    choice, compress, memory, scen = tables()
+    scen["incremental"][1]["after_change_mean"] = [0.855, 0.8401, 0.8549]
+    scen["transfer"][1]["after_change_mean"] = [0.646, 0.547, float("nan")]  # float: not in the line
+    lines = page_rst(front_page(choice, compress, memory, scen, DEVICE, "total")).splitlines()
+    inc = next(x for x in lines if x.startswith("* **incremental**"))
+    assert ("TinyOL 86.0 % ± 4.0 (new classes 52.5 %), float 89.5 % ± 1.7 (new classes 72.0 %); mean after the "
+            "change: TyBox 85.5 %, TinyOL 84.0 %, float 85.5 %; thesis") in inc
+    tr = next(x for x in lines if x.startswith("* **transfer**"))
+    assert "float 64.3 % ± 1.2; mean over the stream: TyBox 64.6 %, TinyOL 54.7 %; thesis" in tr
+    drift = next(x for x in lines if x.startswith("* **concept drift**"))
+    assert "mean" not in drift  # no after_change column: the line as before
+
+
 def test_front_page_target_line():
     target = pd.DataFrame([{"target": "cortex-m4f", "instructions_inference": 12_345_678.0,
                             "instructions_per_mac": 19.25, "instructions_train_step": 4_560_000.0}])

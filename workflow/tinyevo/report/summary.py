@@ -62,6 +62,7 @@ class ScenarioLine:
     capacity: int | None
     final: dict[str, tuple[float, float]]  # variant -> (mean, std) of the final accuracy
     new: dict[str, float] = field(default_factory=dict)  # variant -> mean final accuracy on the new classes
+    after: dict[str, float] = field(default_factory=dict)  # variant -> mean accuracy after the change point
 
 
 @dataclass
@@ -128,17 +129,18 @@ def scenario_line(name: str, net: str, summary: pd.DataFrame) -> ScenarioLine:
     for c in ("variant", "final_mean", "final_std"):
         if c not in summary.columns:
             raise ValueError(f"scenario {name!r} summary: no column {c!r}")
-    final, new = {}, {}
+    final, new, after = {}, {}, {}
     for v in VARIANTS:
         rows = summary[summary["variant"] == v]
         if len(rows):
             final[v] = (float(rows["final_mean"].iloc[0]), float(rows["final_std"].iloc[0]))
-            if "final_new_mean" in rows.columns and pd.notna(rows["final_new_mean"].iloc[0]):
-                new[v] = float(rows["final_new_mean"].iloc[0])
+            for col, into in (("final_new_mean", new), ("after_change_mean", after)):
+                if col in rows.columns and pd.notna(rows[col].iloc[0]):
+                    into[v] = float(rows[col].iloc[0])
     tybox = summary[summary["variant"] == "tybox"]
     cap = int(tybox["capacity"].iloc[0]) if len(tybox) and "capacity" in summary.columns else None
     reps = int(summary["repetitions"].max()) if "repetitions" in summary.columns and len(summary) else 0
-    return ScenarioLine(name=name, net=net, repetitions=reps, capacity=cap, final=final, new=new)
+    return ScenarioLine(name=name, net=net, repetitions=reps, capacity=cap, final=final, new=new, after=after)
 
 
 def front_page(choice: pd.DataFrame, compress: pd.DataFrame, memory: pd.DataFrame,
@@ -242,6 +244,9 @@ def page_lines(p: FrontPage) -> tuple[list[Line], list[Line]]:
                 parts.append((f" ± {100 * std:.1f}", ""))
             if v in s.new:
                 parts.append((f" (new classes {_pct(s.new[v])})", ""))
+        if s.after:  # how soon each learner adapts (the summary's after_change_mean)
+            what = "mean over the stream" if s.name == "transfer" else "mean after the change"
+            parts.append((f"; {what}: " + ", ".join(f"{VARIANT_NAMES[v]} {_pct(a)}" for v, a in s.after.items()), ""))
         parts += _thesis_pieces(s.name)
         scen.append(parts)
     return net, scen
