@@ -18,7 +18,7 @@ def code_of(script):
     workflow/scripts/<script>.py imports, transitively (tinyevo.codehash). Snakemake's own code
     trigger hashes the script file only; with this param a change to the library code a rule
     runs re-runs that rule, and a change elsewhere in the package does not."""
-    return _script_digest(script)
+    return _script_digest(os.path.join(WORKFLOW_DIR, "scripts", f"{script}.py"))
 
 
 def log_of(stage, name="main"):
