@@ -48,10 +48,10 @@ def _package_of(name: str, path: Path) -> str:
 
 
 # An import statement at any indentation (inside functions too), a parenthesised name list across
-# lines included. Each match is parsed with ``ast`` on its own, which is about 50 times faster
-# than walking every file's whole syntax tree (the digests are computed whenever Snakemake parses
-# the workflow); a match inside a string that does not parse is skipped, one that does can only
-# add a module to the digest.
+# lines included. Each match is parsed with ``ast`` on its own: the digests are computed whenever
+# Snakemake parses the workflow, and walking every file's whole syntax tree took 2.3 s for all rule
+# scripts against 0.2 s this way (0.05 s with the per-file caches below). A match inside a string
+# that does not parse is skipped; one that does can only add a module to the digest.
 _IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+[.\w]+[ \t]+import[ \t]+(?:\([^)]*\)|[^\n]*)|import[ \t]+[^\n]*)", re.M)
 
 
